@@ -1,0 +1,402 @@
+/**
+ * @module
+ * Command-line flags and `ROUTER_*` environment variables, turned into one typed
+ * {@linkcode RouterConfig}. One table ({@linkcode FLAGS}) drives parsing, `--help`
+ * and the list of environment variables the binary is allowed to read.
+ */
+
+/** Everything the router needs to start, already validated. */
+export interface RouterConfig {
+  port: number;
+  host: string;
+  namespace: string;
+  selector: string;
+  configMap: string;
+  syncIntervalMs: number;
+  backends: StaticBackend[];
+  pollIntervalMs: number;
+  pollTimeoutMs: number;
+  unreachableAfter: number;
+  podPort: number;
+  maxBodyBytes: number;
+  ejectMs: number;
+  firstByteTimeoutMs: number;
+  maxQueue: number;
+  logLevel: LogLevel;
+}
+
+/** A pod given on the command line instead of found through Kubernetes. */
+export interface StaticBackend {
+  /** Pod and node name (`host:port` when not given). */
+  name: string;
+  /** Base URL without a trailing slash, e.g. `http://10.0.0.5:8080`. */
+  url: string;
+}
+
+/** Log levels accepted by `--log-level`. */
+export type LogLevel = "debug" | "info" | "warning" | "error";
+
+/** A flag or environment value that cannot be used; the message names it. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+type Kind = "int" | "string" | "duration" | "size" | "backends" | "level";
+
+interface FlagSpec {
+  flag: string;
+  key: keyof RouterConfig;
+  kind: Kind;
+  default: string;
+  help: string;
+  min?: number;
+  max?: number;
+}
+
+/** Every flag the router accepts, in `--help` order. */
+export const FLAGS: readonly FlagSpec[] = [
+  {
+    flag: "port",
+    key: "port",
+    kind: "int",
+    default: "8080",
+    min: 0,
+    max: 65535,
+    help: "port to listen on (0 picks a free one)",
+  },
+  {
+    flag: "host",
+    key: "host",
+    kind: "string",
+    default: "0.0.0.0",
+    help: "address to listen on",
+  },
+  {
+    flag: "backends",
+    key: "backends",
+    kind: "backends",
+    default: "",
+    help:
+      "static mode, no Kubernetes: comma-separated URL or NAME=URL (NAME is the pod and node name)",
+  },
+  {
+    flag: "namespace",
+    key: "namespace",
+    kind: "string",
+    default: "default",
+    help: "Kubernetes namespace of the RKLlama pods",
+  },
+  {
+    flag: "selector",
+    key: "selector",
+    kind: "string",
+    default: "app=rkllama",
+    help: "label selector of the RKLlama pods",
+  },
+  {
+    flag: "config",
+    key: "configMap",
+    kind: "string",
+    default: "rkllama-model-config",
+    help: "ConfigMap holding models.yaml",
+  },
+  {
+    flag: "sync-interval",
+    key: "syncIntervalMs",
+    kind: "duration",
+    default: "30s",
+    help: "how often the model placement is re-checked",
+  },
+  {
+    flag: "pod-port",
+    key: "podPort",
+    kind: "int",
+    default: "8080",
+    min: 1,
+    max: 65535,
+    help: "RKLlama port on pods that name no container port 'http'",
+  },
+  {
+    flag: "poll-interval",
+    key: "pollIntervalMs",
+    kind: "duration",
+    default: "5s",
+    help: "how often each pod is asked for /api/ps and /api/tags",
+  },
+  {
+    flag: "poll-timeout",
+    key: "pollTimeoutMs",
+    kind: "duration",
+    default: "3s",
+    help: "how long one poll of one pod may take",
+  },
+  {
+    flag: "unreachable-after",
+    key: "unreachableAfter",
+    kind: "int",
+    default: "3",
+    min: 1,
+    max: 1000,
+    help: "failed polls in a row after which a pod leaves routing (until its next good poll)",
+  },
+  {
+    flag: "max-body",
+    key: "maxBodyBytes",
+    kind: "size",
+    default: "64MiB",
+    help: "largest request body accepted (413 past it)",
+  },
+  {
+    flag: "eject-duration",
+    key: "ejectMs",
+    kind: "duration",
+    default: "15s",
+    help: "how long a pod that refused a connection gets no new requests",
+  },
+  {
+    flag: "first-byte-timeout",
+    key: "firstByteTimeoutMs",
+    kind: "duration",
+    default: "6m",
+    help:
+      "longest wait for a pod's response headers (a cold load plus a queued generation can take minutes)",
+  },
+  {
+    flag: "max-queue",
+    key: "maxQueue",
+    kind: "int",
+    default: "256",
+    min: 0,
+    max: 1_000_000,
+    help: "requests per model that may wait for the model to finish loading",
+  },
+  {
+    flag: "log-level",
+    key: "logLevel",
+    kind: "level",
+    default: "info",
+    help: "debug, info, warning or error",
+  },
+];
+
+/** The environment variable that stands for a flag: `--poll-interval` → `ROUTER_POLL_INTERVAL`. */
+export function envName(flag: string): string {
+  return "ROUTER_" + flag.toUpperCase().replaceAll("-", "_");
+}
+
+/** The `--help` text. */
+export function helpText(): string {
+  const lines = [
+    "rkllama-router: one Ollama-compatible endpoint in front of many RKLlama pods",
+    "",
+    "usage: rkllama-router [flags]",
+    "",
+    "Every flag can also be set by the environment variable shown; a flag wins over it.",
+    "",
+  ];
+  for (const spec of FLAGS) {
+    const left = `  --${spec.flag} ${placeholder(spec.kind)}`;
+    lines.push(left);
+    const dflt = spec.default === "" ? "" : ` (default ${spec.default})`;
+    lines.push(`      ${spec.help}${dflt}  [${envName(spec.flag)}]`);
+  }
+  lines.push("  --help");
+  lines.push("      print this text and exit");
+  return lines.join("\n");
+}
+
+function placeholder(kind: Kind): string {
+  return {
+    int: "N",
+    string: "TEXT",
+    duration: "DURATION",
+    size: "BYTES",
+    backends: "LIST",
+    level: "LEVEL",
+  }[kind];
+}
+
+/** What {@linkcode parseConfig} found: a config, or a request for help. */
+export type ParsedArgs = { help: true } | { help: false; config: RouterConfig };
+
+/**
+ * Reads flags, then environment variables, then defaults.
+ *
+ * @param args command-line arguments (`--flag value` or `--flag=value`)
+ * @param getEnv reads one environment variable (only the names of {@linkcode FLAGS} are asked for)
+ * @throws {ConfigError} naming the first flag or variable that cannot be used
+ * @example
+ * ```ts
+ * const parsed = parseConfig(["--port", "9000"], () => undefined);
+ * ```
+ */
+export function parseConfig(
+  args: readonly string[],
+  getEnv: (name: string) => string | undefined,
+): ParsedArgs {
+  const given = new Map<string, string>();
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--help" || arg === "-h") return { help: true };
+    if (!arg.startsWith("--")) {
+      throw new ConfigError(`unexpected argument '${arg}'`);
+    }
+    const eq = arg.indexOf("=");
+    const flag = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
+    if (!FLAGS.some((s) => s.flag === flag)) {
+      throw new ConfigError(`unknown flag --${flag}`);
+    }
+    let value: string;
+    if (eq !== -1) {
+      value = arg.slice(eq + 1);
+    } else {
+      if (i + 1 >= args.length) {
+        throw new ConfigError(`--${flag} needs a value`);
+      }
+      value = args[++i];
+    }
+    given.set(flag, value);
+  }
+  const config: Record<string, unknown> = {};
+  for (const spec of FLAGS) {
+    const fromFlag = given.get(spec.flag);
+    const fromEnv = getEnv(envName(spec.flag));
+    const source = fromFlag !== undefined
+      ? `--${spec.flag}`
+      : fromEnv !== undefined
+      ? envName(spec.flag)
+      : `default of --${spec.flag}`;
+    const raw = fromFlag ?? fromEnv ?? spec.default;
+    config[spec.key] = parseValue(spec, raw, source);
+  }
+  return { help: false, config: config as unknown as RouterConfig };
+}
+
+function parseValue(spec: FlagSpec, raw: string, source: string): unknown {
+  const fail = (expected: string): never => {
+    throw new ConfigError(`${source}: expected ${expected}, got '${raw}'`);
+  };
+  switch (spec.kind) {
+    case "string":
+      if (raw.trim() === "") fail("a non-empty value");
+      return raw.trim();
+    case "int": {
+      if (!/^\d+$/.test(raw.trim())) {
+        fail(`a whole number from ${spec.min} to ${spec.max}`);
+      }
+      const n = Number(raw.trim());
+      if (n < (spec.min ?? 0) || n > (spec.max ?? Number.MAX_SAFE_INTEGER)) {
+        fail(`a whole number from ${spec.min} to ${spec.max}`);
+      }
+      return n;
+    }
+    case "duration": {
+      const ms = parseDuration(raw);
+      if (ms === undefined || ms <= 0) {
+        fail("a positive duration such as 500ms, 5s, 2m or 1h");
+      }
+      return ms;
+    }
+    case "size": {
+      const bytes = parseSize(raw);
+      if (bytes === undefined || bytes <= 0) {
+        fail("a positive size such as 1048576, 512KiB, 64MiB or 1GiB");
+      }
+      return bytes;
+    }
+    case "backends":
+      return parseBackends(raw, source);
+    case "level":
+      if (raw === "warn") return "warning";
+      if (!["debug", "info", "warning", "error"].includes(raw)) {
+        fail("one of debug, info, warning, error");
+      }
+      return raw;
+  }
+}
+
+const DURATION_UNITS: Record<string, number> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+};
+
+/**
+ * Milliseconds in a duration such as `500ms`, `5s`, `1.5m`, `1h` or `1m30s`;
+ * a bare number is seconds. Returns `undefined` when the text is not a duration.
+ */
+export function parseDuration(text: string): number | undefined {
+  const trimmed = text.trim();
+  if (/^\d+(\.\d+)?$/.test(trimmed)) return Number(trimmed) * 1000;
+  if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(trimmed)) return undefined;
+  let total = 0;
+  for (const part of trimmed.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) {
+    total += Number(part[1]) * DURATION_UNITS[part[2]];
+  }
+  return Math.round(total);
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  k: 1024,
+  kb: 1000,
+  kib: 1024,
+  m: 1024 ** 2,
+  mb: 1000 ** 2,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gb: 1000 ** 3,
+  gib: 1024 ** 3,
+};
+
+/** Bytes in a size such as `1048576`, `512KiB`, `64MiB`, `1GB`; `undefined` if not a size. */
+export function parseSize(text: string): number | undefined {
+  const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
+  if (!match) return undefined;
+  const unit = SIZE_UNITS[match[2].toLowerCase()];
+  if (unit === undefined) return undefined;
+  return Math.floor(Number(match[1]) * unit);
+}
+
+/**
+ * Parses `--backends`: comma-separated `URL` or `NAME=URL`.
+ *
+ * @throws {ConfigError} on a URL that is not http(s), or a name used twice
+ * @example
+ * ```ts
+ * parseBackends("rk1=http://10.0.0.5:8080,http://10.0.0.6:8080", "--backends");
+ * // [{name: "rk1", url: "http://10.0.0.5:8080"}, {name: "10.0.0.6:8080", url: "http://10.0.0.6:8080"}]
+ * ```
+ */
+export function parseBackends(raw: string, source = "--backends"): StaticBackend[] {
+  const backends: StaticBackend[] = [];
+  for (const item of raw.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+    const eq = item.indexOf("=");
+    const hasName = eq > 0 && !item.slice(0, eq).includes("/");
+    const urlText = hasName ? item.slice(eq + 1).trim() : item;
+    let url: URL;
+    try {
+      url = new URL(urlText);
+    } catch {
+      throw new ConfigError(
+        `${source}: '${item}' is not URL or NAME=URL (e.g. rk1=http://10.0.0.5:8080)`,
+      );
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      throw new ConfigError(`${source}: '${urlText}' must be an http:// or https:// URL`);
+    }
+    if (url.pathname !== "/" || url.search !== "" || url.hash !== "") {
+      throw new ConfigError(
+        `${source}: '${urlText}' must be a bare scheme://host:port, without a path`,
+      );
+    }
+    const name = hasName ? item.slice(0, eq).trim() : url.host;
+    if (backends.some((b) => b.name === name)) {
+      throw new ConfigError(`${source}: the name '${name}' is used twice`);
+    }
+    backends.push({ name, url: url.origin });
+  }
+  return backends;
+}

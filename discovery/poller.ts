@@ -1,0 +1,143 @@
+/**
+ * @module
+ * Asks every pod what it has on disk (`GET /api/tags`) and loaded (`GET /api/ps`),
+ * all pods at once through a bounded pool, and writes each round to the store in
+ * one update. Routing reads the store and never waits for a poll.
+ */
+
+import type { PodModelEntry, PollResult, Store } from "../store.ts";
+import { logger } from "../log.ts";
+
+const log = logger("poller");
+
+/** How the poller paces itself. */
+export interface PollerOptions {
+  intervalMs: number;
+  timeoutMs: number;
+  /** Pods polled at the same time. */
+  concurrency?: number;
+}
+
+/** Polls pods on a timer, and on demand after the router changed one. */
+export class Poller {
+  readonly #store: Store;
+  readonly #options: Required<PollerOptions>;
+  readonly #stopped = new AbortController();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #round: Promise<void> | undefined;
+  #wasFailing = new Set<string>();
+
+  constructor(store: Store, options: PollerOptions) {
+    this.#store = store;
+    this.#options = { concurrency: 32, ...options };
+  }
+
+  /** Polls now, then every `intervalMs` until {@linkcode Poller.stop}. */
+  start(): void {
+    const loop = async () => {
+      this.#timer = undefined;
+      const started = Date.now();
+      await this.pollAll();
+      if (this.#stopped.signal.aborted) return;
+      const wait = Math.max(0, this.#options.intervalMs - (Date.now() - started));
+      this.#timer = setTimeout(loop, wait);
+    };
+    loop();
+  }
+
+  /** One round over every known pod; resolves when the store has the results. */
+  pollAll(): Promise<void> {
+    this.#round ??= this.#pollPods([...this.#store.pods.peek().keys()]).finally(() => {
+      this.#round = undefined;
+    });
+    return this.#round;
+  }
+
+  /** Polls one pod right away (after a load or unload the router did on it). */
+  repoll(pod: string): Promise<void> {
+    return this.#pollPods([pod]);
+  }
+
+  /** Stops the timer and abandons polls in flight. */
+  stop(): void {
+    this.#stopped.abort();
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+  }
+
+  async #pollPods(names: readonly string[]): Promise<void> {
+    const results: PollResult[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < names.length && !this.#stopped.signal.aborted) {
+        const name = names[next++];
+        const pod = this.#store.pods.peek().get(name);
+        if (pod) results.push(await this.#pollOne(name, pod.url));
+      }
+    };
+    const workers = Math.min(this.#options.concurrency, names.length);
+    await Promise.all(Array.from({ length: workers }, worker));
+    if (this.#stopped.signal.aborted) return;
+    this.#logTransitions(results);
+    this.#store.applyPolls(results);
+  }
+
+  async #pollOne(name: string, url: string): Promise<PollResult> {
+    const signal = AbortSignal.any([
+      AbortSignal.timeout(this.#options.timeoutMs),
+      this.#stopped.signal,
+    ]);
+    try {
+      const [tags, ps] = await Promise.all([
+        fetchModels(`${url}/api/tags`, signal),
+        fetchModels(`${url}/api/ps`, signal),
+      ]);
+      return { pod: name, ok: true, at: Date.now(), onDisk: tags, loaded: ps };
+    } catch (error) {
+      const message = signal.aborted && !this.#stopped.signal.aborted
+        ? `no answer within ${this.#options.timeoutMs} ms`
+        : error instanceof Error
+        ? error.message
+        : String(error);
+      return { pod: name, ok: false, at: Date.now(), error: message };
+    }
+  }
+
+  #logTransitions(results: readonly PollResult[]): void {
+    for (const result of results) {
+      if (!result.ok && !this.#wasFailing.has(result.pod)) {
+        this.#wasFailing.add(result.pod);
+        log.warn("poll of pod {pod} failed: {error}", { pod: result.pod, error: result.error });
+      } else if (result.ok && this.#wasFailing.delete(result.pod)) {
+        log.info("pod {pod} answers polls again", { pod: result.pod });
+      }
+    }
+  }
+}
+
+/**
+ * The models listed by a pod's `/api/tags` or `/api/ps`, by name.
+ *
+ * @throws when the pod does not answer 200 with `{"models": [...]}`
+ */
+export async function fetchModels(
+  url: string,
+  signal: AbortSignal,
+): Promise<ReadonlyMap<string, PodModelEntry>> {
+  const response = await fetch(url, { signal, headers: { accept: "application/json" } });
+  if (!response.ok) {
+    await response.body?.cancel();
+    throw new Error(`${new URL(url).pathname} answered ${response.status}`);
+  }
+  const parsed: unknown = await response.json();
+  const list = (parsed as { models?: unknown })?.models;
+  if (!Array.isArray(list)) {
+    throw new Error(`${new URL(url).pathname} did not list models`);
+  }
+  const models = new Map<string, PodModelEntry>();
+  for (const entry of list) {
+    if (typeof entry !== "object" || entry === null) continue;
+    const name = (entry as { name?: unknown }).name ?? (entry as { model?: unknown }).model;
+    if (typeof name === "string" && name !== "") models.set(name, entry as PodModelEntry);
+  }
+  return models;
+}

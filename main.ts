@@ -1,0 +1,126 @@
+/**
+ * @module
+ * The router's entry point: flags into a config, the store and its workers, the
+ * Hono routes on `Deno.serve`, and a clean stop on SIGTERM or SIGINT.
+ */
+
+import { Hono } from "hono";
+import { ConfigError, helpText, parseConfig, type RouterConfig } from "./config.ts";
+import { Store } from "./store.ts";
+import { Poller } from "./discovery/poller.ts";
+import { addStaticBackends } from "./discovery/static.ts";
+import { ColdGate } from "./routes/cold_gate.ts";
+import { proxyRoutes } from "./routes/proxy.ts";
+import { aggregateRoutes } from "./routes/aggregate.ts";
+import { adminRoutes } from "./routes/admin.ts";
+import { healthRoutes } from "./routes/health.ts";
+import { errorResponse } from "./routes/errors.ts";
+import { logger, setupLogging } from "./log.ts";
+
+const log = logger("main");
+
+/** A running router. */
+export interface Router {
+  /** `http://host:port` it listens on (the real port when `--port 0`). */
+  url: string;
+  store: Store;
+  poller: Poller;
+  /** Stops accepting, lets requests in flight finish, stops polling. */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Starts the router described by `config` and resolves once it listens and the
+ * first poll of the static backends has finished.
+ */
+export async function startRouter(config: RouterConfig): Promise<Router> {
+  const store = new Store(config.unreachableAfter);
+  const poller = new Poller(store, {
+    intervalMs: config.pollIntervalMs,
+    timeoutMs: config.pollTimeoutMs,
+  });
+  const gate = new ColdGate(store, config.maxQueue);
+  addStaticBackends(store, config.backends);
+
+  const app = new Hono();
+  app.route("/", healthRoutes(store));
+  app.route(
+    "/",
+    adminRoutes({ store, mode: "static", repoll: (pod) => poller.repoll(pod) }),
+  );
+  app.route("/", aggregateRoutes(store));
+  app.route(
+    "/",
+    proxyRoutes({
+      store,
+      gate,
+      repoll: (pod) => void poller.repoll(pod),
+      maxBodyBytes: config.maxBodyBytes,
+      ejectMs: config.ejectMs,
+      firstByteTimeoutMs: config.firstByteTimeoutMs,
+      retryAfterSeconds: Math.max(1, Math.ceil(config.pollIntervalMs / 1000)),
+    }),
+  );
+  app.onError((error, c) => {
+    log.error("unexpected error on {path}: {error}", { path: c.req.path, error: String(error) });
+    return errorResponse(c.req.path, 500, `internal router error: ${error.message}`);
+  });
+
+  await poller.pollAll();
+  poller.start();
+  const server = Deno.serve({
+    port: config.port,
+    hostname: config.host,
+    onListen: () => {},
+  }, app.fetch);
+  const url = `http://${server.addr.hostname}:${server.addr.port}`;
+  log.info("listening on {url} with {pods} static backends", {
+    url,
+    pods: config.backends.length,
+  });
+  return {
+    url,
+    store,
+    poller,
+    async shutdown() {
+      poller.stop();
+      await server.shutdown();
+    },
+  };
+}
+
+async function main(args: string[]): Promise<void> {
+  let config: RouterConfig;
+  try {
+    const parsed = parseConfig(args, (name) => Deno.env.get(name));
+    if (parsed.help) {
+      console.log(helpText());
+      return;
+    }
+    config = parsed.config;
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(`rkllama-router: ${error.message} (see --help)`);
+    Deno.exit(2);
+  }
+  if (config.backends.length === 0) {
+    console.error(
+      "rkllama-router: Kubernetes discovery is not available yet; give the pods with --backends (see --help)",
+    );
+    Deno.exit(2);
+  }
+  await setupLogging(config.logLevel);
+  const router = await startRouter(config);
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) Deno.exit(1);
+    stopping = true;
+    log.info("{signal}: finishing requests in flight, then exiting", { signal });
+    await router.shutdown();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+  Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+}
+
+if (import.meta.main) await main(Deno.args);

@@ -1,0 +1,31 @@
+/**
+ * @module
+ * Probes for the router's own pod: `/health` says the process answers,
+ * `/health/ready` says it can route (at least one pod takes requests).
+ */
+
+import { Hono } from "hono";
+import { isRoutable, type Store } from "../store.ts";
+
+/** The Hono app for `/health` and `/health/ready`. */
+export function healthRoutes(store: Store): Hono {
+  const app = new Hono();
+  app.get("/health", (c) => c.json({ status: "ok" }));
+  app.get("/health/ready", (c) => {
+    const now = Date.now();
+    const pods = store.podList.value;
+    const routable = pods.filter((pod) => isRoutable(pod, now)).length;
+    if (routable === 0) {
+      return c.json(
+        {
+          status: pods.length === 0 ? "no pods discovered" : "no pod can take requests",
+          pods: pods.length,
+          routable_pods: 0,
+        },
+        503,
+      );
+    }
+    return c.json({ status: "ok", pods: pods.length, routable_pods: routable });
+  });
+  return app;
+}

@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { findModel, replaceTopLevelString, resolveModel, stripNamespace } from "./model_name.ts";
+
+const json = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+
+Deno.test("findModel() reads model, then name, from a JSON body", async () => {
+  assert.deepEqual(await findModel("/api/chat", "application/json", json({ model: "qwen" })), {
+    from: "json",
+    key: "model",
+    value: "qwen",
+  });
+  assert.deepEqual(await findModel("/api/show", "application/json", json({ name: "phi" })), {
+    from: "json",
+    key: "name",
+    value: "phi",
+  });
+});
+
+Deno.test("findModel() reads model_name on /load_model and /unload_model", async () => {
+  const body = json({ model_name: "qwen", model: "other" });
+  assert.deepEqual(await findModel("/load_model", "application/json", body), {
+    from: "json",
+    key: "model_name",
+    value: "qwen",
+  });
+});
+
+Deno.test("findModel() reads JSON that curl -d labelled as a form", async () => {
+  const source = await findModel(
+    "/api/generate",
+    "application/x-www-form-urlencoded",
+    json({ model: "qwen" }),
+  );
+  assert.equal(source.from, "json");
+});
+
+Deno.test("findModel() does not treat /api/pull's download source as a model", async () => {
+  const body = json({ model: "owner/repo/file.rkllm" });
+  assert.deepEqual(await findModel("/api/pull", "application/json", body), { from: "none" });
+});
+
+Deno.test("findModel() reads the multipart form field model", async () => {
+  const form = new FormData();
+  form.set("model", "whisper");
+  form.set("file", new Blob([new Uint8Array(100)]), "a.wav");
+  const request = new Request("http://x/", { method: "POST", body: form });
+  const body = new Uint8Array(await request.arrayBuffer());
+  const source = await findModel(
+    "/v1/audio/transcriptions",
+    request.headers.get("content-type")!,
+    body,
+  );
+  assert.deepEqual(source, { from: "form", value: "whisper" });
+});
+
+Deno.test("findModel() reads the model from /files and /api/modelfile paths", async () => {
+  assert.deepEqual(await findModel("/files/sd-turbo/images/a.png", "", null), {
+    from: "path",
+    value: "sd-turbo",
+    prefix: "/files/",
+    rest: "/images/a.png",
+  });
+  const modelfile = await findModel("/api/modelfile/qwen%3Alatest/TEMPERATURE", "", null);
+  assert.equal((modelfile as { value: string }).value, "qwen:latest");
+});
+
+Deno.test("findModel() refuses malformed JSON, non-string models and path traversal", async () => {
+  await assert.rejects(
+    () => findModel("/api/chat", "application/json", new TextEncoder().encode("{oops")),
+    { name: "BadRequest", message: "the request body is not valid JSON" },
+  );
+  await assert.rejects(
+    () => findModel("/api/chat", "application/json", json({ model: 42 })),
+    { name: "BadRequest", message: "'model' must be a string, got a number" },
+  );
+  await assert.rejects(
+    () => findModel("/api/chat", "application/json", json(["qwen"])),
+    { name: "BadRequest", message: "the request body must be a JSON object" },
+  );
+  await assert.rejects(() => findModel("/files/../images/x", "", null), { name: "BadRequest" });
+  await assert.rejects(
+    () => findModel("/api/chat", "application/json", new Uint8Array([0x7b, 0xff, 0x7d])),
+    { name: "BadRequest" },
+  );
+});
+
+Deno.test("stripNamespace() drops everything up to the first slash, as RKLlama does", () => {
+  assert.equal(stripNamespace("library/qwen"), "qwen");
+  assert.equal(stripNamespace("a/b/c"), "b/c");
+  assert.equal(stripNamespace("qwen"), "qwen");
+});
+
+Deno.test("resolveModel() matches names exactly after the namespace, with :latest implied", () => {
+  const known = new Set(["qwen", "phi:latest", "Llama"]);
+  assert.equal(resolveModel("qwen", known), "qwen");
+  assert.equal(resolveModel("library/qwen:latest", known), "qwen");
+  assert.equal(resolveModel("phi", known), "phi:latest");
+  assert.equal(resolveModel("llama", known), undefined);
+  assert.equal(resolveModel("qwe", known), undefined);
+  assert.equal(resolveModel("qwen:7b", known), undefined);
+});
+
+Deno.test("replaceTopLevelString() changes only the top-level field, keeping every other byte", () => {
+  const text =
+    '{"messages":[{"model":"inner"}],  "model" : "qwen:latest","n":12345678901234567890,"s":"<&>"}';
+  assert.equal(
+    replaceTopLevelString(text, "model", "qwen"),
+    '{"messages":[{"model":"inner"}],  "model" : "qwen","n":12345678901234567890,"s":"<&>"}',
+  );
+  assert.equal(replaceTopLevelString('{"model":1}', "model", "x"), undefined);
+  assert.equal(
+    replaceTopLevelString('{"a":"\\"model\\"","model":"m"}', "model", "x"),
+    '{"a":"\\"model\\"","model":"x"}',
+  );
+});

@@ -1,0 +1,155 @@
+/**
+ * @module
+ * Talking to one pod: forwarding a request with the right headers, and passing the
+ * answer back as a stream that reports when it ends. Nothing here decides which pod.
+ */
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) never cross the router, plus ones fetch sets itself. */
+const HOP_BY_HOP = [
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+];
+
+/** Headers for the pod: the client's, less hop-by-hop ones and those the router sets. */
+export function upstreamHeaders(client: Headers): Headers {
+  const headers = new Headers(client);
+  dropHopByHop(headers);
+  headers.delete("host");
+  headers.delete("content-length");
+  // Deno's fetch would otherwise ask for gzip and decode it: an extra cost on a
+  // loopback-fast link, and a stream must reach the client as the pod sent it.
+  headers.set("accept-encoding", "identity");
+  return headers;
+}
+
+/** Headers for the client: the pod's, less hop-by-hop ones. */
+export function downstreamHeaders(upstream: Headers): Headers {
+  const headers = new Headers(upstream);
+  dropHopByHop(headers);
+  return headers;
+}
+
+function dropHopByHop(headers: Headers): void {
+  const listed = headers.get("connection");
+  if (listed) {
+    for (const name of listed.split(",")) headers.delete(name.trim());
+  }
+  for (const name of HOP_BY_HOP) headers.delete(name);
+}
+
+/** How a relayed body ended. */
+export type BodyEnd =
+  | { kind: "done"; bytes: number }
+  | { kind: "cancelled"; bytes: number }
+  | { kind: "failed"; bytes: number; error: unknown };
+
+/**
+ * Relays `body` chunk by chunk without reading ahead (a slow client slows the pod,
+ * nothing piles up in the router), and calls `onEnd` exactly once. If the pod fails
+ * mid-stream, an NDJSON or SSE stream gets a last error line the Ollama and OpenAI
+ * clients understand, instead of a silently cut connection.
+ */
+export function relayBody(
+  body: ReadableStream<Uint8Array>,
+  contentType: string,
+  describeFailure: (error: unknown) => string,
+  onEnd: (end: BodyEnd) => void,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let bytes = 0;
+  let lastByte = 0x0a;
+  let ended = false;
+  const end = (result: BodyEnd) => {
+    if (ended) return;
+    ended = true;
+    onEnd(result);
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (error) {
+        end({ kind: "failed", bytes, error });
+        const trailer = errorTrailer(contentType, describeFailure(error), lastByte);
+        if (trailer) {
+          controller.enqueue(trailer);
+          controller.close();
+        } else {
+          controller.error(error);
+        }
+        return;
+      }
+      if (chunk.done) {
+        end({ kind: "done", bytes });
+        controller.close();
+        return;
+      }
+      bytes += chunk.value.byteLength;
+      if (chunk.value.byteLength > 0) lastByte = chunk.value[chunk.value.byteLength - 1];
+      controller.enqueue(chunk.value);
+    },
+    cancel(reason) {
+      end({ kind: "cancelled", bytes });
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+}
+
+const encoder = new TextEncoder();
+
+function errorTrailer(
+  contentType: string,
+  message: string,
+  lastByte: number,
+): Uint8Array | undefined {
+  const type = contentType.split(";")[0].trim().toLowerCase();
+  const newline = lastByte === 0x0a ? "" : "\n";
+  if (type === "application/x-ndjson") {
+    return encoder.encode(`${newline}${JSON.stringify({ error: message })}\n`);
+  }
+  if (type === "text/event-stream") {
+    const frame = JSON.stringify({ error: { message, type: "server_error" } });
+    return encoder.encode(`${newline}\ndata: ${frame}\n\n`);
+  }
+  return undefined;
+}
+
+/**
+ * The error body of a pod, rewritten so Ollama and OpenAI clients can read it:
+ * RKLlama answers `{"detail": ...}` (FastAPI), `{"error": ...}` (Flask), plain text
+ * or an HTML page. Returns the message to show.
+ */
+export function podErrorMessage(pod: string, status: number, text: string): string {
+  try {
+    const parsed = JSON.parse(text);
+    if (typeof parsed === "object" && parsed !== null) {
+      const { error, detail } = parsed as { error?: unknown; detail?: unknown };
+      if (typeof error === "string") return error;
+      if (typeof error === "object" && error !== null) {
+        const message = (error as { message?: unknown }).message;
+        if (typeof message === "string") return message;
+      }
+      if (typeof detail === "string") return detail;
+      if (Array.isArray(detail)) {
+        // FastAPI's 422 list: [{loc: ["body", "model"], msg: "Field required"}, ...]
+        return detail.map((item) => {
+          const loc = Array.isArray(item?.loc) ? item.loc.join(".") : "";
+          return loc ? `${loc}: ${item?.msg}` : String(item?.msg ?? JSON.stringify(item));
+        }).join("; ");
+      }
+      if (detail !== undefined) return JSON.stringify(detail);
+    }
+  } catch {
+    // Not JSON: plain text or an HTML error page.
+  }
+  const plain = text.replace(/<[^>]*>/g, " ").replace(/\s+/g, " ").trim().slice(0, 300);
+  return `pod ${pod} answered ${status}${plain ? `: ${plain}` : ""}`;
+}

@@ -1,0 +1,248 @@
+/**
+ * @module
+ * The one place that holds cluster state, as signals: the pods, what each has on
+ * disk and loaded, and what the router is loading on them. Discovery writes pods
+ * and models, the proxy marks cold loads; routes and admin endpoints read the
+ * derived indexes. Per-request counters live in {@linkcode PodRuntime}, plain
+ * numbers outside the reactive graph, so a request never triggers a recompute.
+ */
+
+import { computed, type ReadonlySignal, signal } from "@preact/signals-core";
+
+/** A model entry as a pod reported it in `/api/tags` or `/api/ps`, kept verbatim for aggregation. */
+export type PodModelEntry = Readonly<Record<string, unknown>>;
+
+/** Hot-path state of one pod, mutated in place by the proxy; deliberately not a signal. */
+export interface PodRuntime {
+  /** Requests sent to the pod whose response has not ended yet. */
+  inflight: number;
+  /** Epoch ms before which the pod gets no new requests (passive health). */
+  ejectedUntil: number;
+  /** Why it was last ejected, for operators. */
+  ejectedReason: string;
+}
+
+/** Where a pod came from and whether its platform says it can serve. */
+export interface PodIdentity {
+  name: string;
+  node: string;
+  /** Base URL, e.g. `http://10.0.0.5:8080`. */
+  url: string;
+  /** Discovery's word: Kubernetes Ready condition, always true for static backends. */
+  ready: boolean;
+}
+
+/** One pod as the store holds it: an immutable snapshot, replaced on every change. */
+export interface PodRecord extends PodIdentity {
+  /** Models on disk (`/api/tags`), by name. */
+  onDisk: ReadonlyMap<string, PodModelEntry>;
+  /** Models loaded (`/api/ps`), by name. */
+  loaded: ReadonlyMap<string, PodModelEntry>;
+  /** Models the router is loading on the pod right now, with the epoch ms the load started. */
+  loading: ReadonlyMap<string, number>;
+  /** Has answered a poll at least once. */
+  polled: boolean;
+  /** Answered its last polls; false after too many failures in a row. */
+  reachable: boolean;
+  failedPolls: number;
+  lastPollAt: number;
+  lastPollError: string;
+  /** The pod's `/api/version`, when known. */
+  version: string;
+  runtime: PodRuntime;
+}
+
+/** What one poll of one pod found. */
+export type PollResult =
+  | {
+    pod: string;
+    ok: true;
+    at: number;
+    onDisk: ReadonlyMap<string, PodModelEntry>;
+    loaded: ReadonlyMap<string, PodModelEntry>;
+  }
+  | { pod: string; ok: false; at: number; error: string };
+
+/** True when the pod may get new requests at `now`. */
+export function isRoutable(pod: PodRecord, now: number): boolean {
+  return pod.ready && pod.reachable && pod.runtime.ejectedUntil <= now;
+}
+
+/** The routing state of a pod in words, for operators and `/router/pods`. */
+export function podState(pod: PodRecord, now: number): string {
+  if (!pod.ready) return "unready";
+  if (!pod.polled) return "pending";
+  if (!pod.reachable) return "unreachable";
+  if (pod.runtime.ejectedUntil > now) return "ejected";
+  return "routable";
+}
+
+/** The shared, signal-based cluster state. */
+export class Store {
+  readonly #pods = signal<ReadonlyMap<string, PodRecord>>(new Map());
+  readonly #unreachableAfter: number;
+
+  /** Pods by name. */
+  readonly pods: ReadonlySignal<ReadonlyMap<string, PodRecord>> = this.#pods;
+
+  /** Model → pods that have it loaded, in pod-name order. */
+  readonly loadedOn: ReadonlySignal<ReadonlyMap<string, readonly PodRecord[]>> = computed(
+    () => indexBy(this.#pods.value, (pod) => pod.loaded.keys()),
+  );
+
+  /** Model → pods that have it on disk, in pod-name order. */
+  readonly onDiskOn: ReadonlySignal<ReadonlyMap<string, readonly PodRecord[]>> = computed(
+    () => indexBy(this.#pods.value, (pod) => pod.onDisk.keys()),
+  );
+
+  /** Every model name any pod has on disk or loaded. */
+  readonly modelNames: ReadonlySignal<ReadonlySet<string>> = computed(
+    () => new Set([...this.onDiskOn.value.keys(), ...this.loadedOn.value.keys()]),
+  );
+
+  /** Pods in name order, for stable listings. */
+  readonly podList: ReadonlySignal<readonly PodRecord[]> = computed(() =>
+    [...this.#pods.value.values()].sort((a, b) => a.name.localeCompare(b.name))
+  );
+
+  /** @param unreachableAfter failed polls in a row after which a pod leaves routing */
+  constructor(unreachableAfter = 3) {
+    this.#unreachableAfter = unreachableAfter;
+  }
+
+  /** Adds a pod or updates where it is and whether it is ready; keeps what it holds. */
+  upsertPod(identity: PodIdentity): void {
+    const pods = this.#pods.peek();
+    const old = pods.get(identity.name);
+    if (
+      old && old.node === identity.node && old.url === identity.url &&
+      old.ready === identity.ready
+    ) return;
+    const moved = old !== undefined && old.url !== identity.url;
+    const record: PodRecord = old && !moved ? { ...old, ...identity } : {
+      ...identity,
+      onDisk: new Map(),
+      loaded: new Map(),
+      loading: new Map(),
+      polled: false,
+      reachable: false,
+      failedPolls: 0,
+      lastPollAt: 0,
+      lastPollError: "",
+      version: "",
+      runtime: old?.runtime ?? { inflight: 0, ejectedUntil: 0, ejectedReason: "" },
+    };
+    this.#set(new Map(pods).set(identity.name, record));
+  }
+
+  /** Forgets a pod. */
+  removePod(name: string): void {
+    const pods = this.#pods.peek();
+    if (!pods.has(name)) return;
+    const next = new Map(pods);
+    next.delete(name);
+    this.#set(next);
+  }
+
+  /** Writes one poll round in a single update; results for pods no longer known are ignored. */
+  applyPolls(results: readonly PollResult[]): void {
+    if (results.length === 0) return;
+    const pods = this.#pods.peek();
+    const next = new Map(pods);
+    for (const result of results) {
+      const pod = next.get(result.pod);
+      if (!pod) continue;
+      if (result.ok) {
+        // A model that shows up loaded has finished loading, whoever loaded it.
+        const loading = new Map(
+          [...pod.loading].filter(([model]) => !result.loaded.has(model)),
+        );
+        next.set(pod.name, {
+          ...pod,
+          onDisk: result.onDisk,
+          loaded: result.loaded,
+          loading,
+          polled: true,
+          reachable: true,
+          failedPolls: 0,
+          lastPollAt: result.at,
+          lastPollError: "",
+        });
+      } else {
+        const failedPolls = pod.failedPolls + 1;
+        next.set(pod.name, {
+          ...pod,
+          failedPolls,
+          reachable: pod.reachable && failedPolls < this.#unreachableAfter,
+          lastPollError: result.error,
+        });
+      }
+    }
+    this.#set(next);
+  }
+
+  /** Records the pod's `/api/version`. */
+  setVersion(podName: string, version: string): void {
+    this.#update(podName, (pod) => pod.version === version ? pod : { ...pod, version });
+  }
+
+  /** Marks `model` as being loaded on the pod by a request the router sent. */
+  markLoading(podName: string, model: string, since: number): void {
+    this.#update(podName, (pod) => ({
+      ...pod,
+      loading: new Map(pod.loading).set(model, since),
+    }));
+  }
+
+  /**
+   * Ends a load the router started: on success the model counts as loaded at once
+   * (the pod answered, so its worker is up) without waiting for the next poll.
+   */
+  finishLoading(podName: string, model: string, succeeded: boolean): void {
+    this.#update(podName, (pod) => {
+      if (!pod.loading.has(model) && (!succeeded || pod.loaded.has(model))) return pod;
+      const loading = new Map(pod.loading);
+      loading.delete(model);
+      const loaded = succeeded && !pod.loaded.has(model)
+        ? new Map(pod.loaded).set(model, pod.onDisk.get(model) ?? { name: model, model })
+        : pod.loaded;
+      return { ...pod, loading, loaded };
+    });
+  }
+
+  /** Takes the pod out of routing until `until` (epoch ms). */
+  eject(podName: string, until: number, reason: string): void {
+    const pod = this.#pods.peek().get(podName);
+    if (!pod) return;
+    pod.runtime.ejectedUntil = until;
+    pod.runtime.ejectedReason = reason;
+  }
+
+  #update(podName: string, change: (pod: PodRecord) => PodRecord): void {
+    const pods = this.#pods.peek();
+    const pod = pods.get(podName);
+    if (!pod) return;
+    const changed = change(pod);
+    if (changed !== pod) this.#set(new Map(pods).set(podName, changed));
+  }
+
+  #set(pods: ReadonlyMap<string, PodRecord>): void {
+    this.#pods.value = pods;
+  }
+}
+
+function indexBy(
+  pods: ReadonlyMap<string, PodRecord>,
+  models: (pod: PodRecord) => Iterable<string>,
+): ReadonlyMap<string, readonly PodRecord[]> {
+  const index = new Map<string, PodRecord[]>();
+  const sorted = [...pods.values()].sort((a, b) => a.name.localeCompare(b.name));
+  for (const pod of sorted) {
+    for (const model of models(pod)) {
+      const list = index.get(model);
+      if (list) list.push(pod);
+      else index.set(model, [pod]);
+    }
+  }
+  return index;
+}
