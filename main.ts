@@ -58,7 +58,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       maxBodyBytes: config.maxBodyBytes,
       ejectMs: config.ejectMs,
       firstByteTimeoutMs: config.firstByteTimeoutMs,
-      retryAfterSeconds: Math.max(1, Math.ceil(config.pollIntervalMs / 1000)),
+      retryAfterSeconds: Math.min(30, Math.max(1, Math.ceil(config.pollIntervalMs / 1000))),
     }),
   );
   app.onError((error, c) => {

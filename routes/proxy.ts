@@ -159,8 +159,9 @@ class Proxy {
     let outgoing: BodyInit | null = body;
     if (model !== undefined && source.from !== "none" && source.value !== model) {
       ({ path, outgoing } = rewriteModel(source, model, path, body, headers));
-    } else if (source.from === "json" && isFormUrlEncoded(headers)) {
-      // `curl -d '{...}'` labels JSON as a form; FastAPI pods would answer 422.
+    } else if (source.from === "json" && !isJsonLabelled(headers)) {
+      // `curl -d '{...}'` labels JSON as a form, fetch() as text/plain; FastAPI pods
+      // refuse both with 422, Flask pods ignore the label. Say what it is.
       headers.set("content-type", "application/json");
     }
     const target = podUrl + path + url.search;
@@ -301,17 +302,16 @@ function rewriteModel(
     const text = new TextDecoder().decode(body);
     const replaced = replaceTopLevelString(text, source.key, model);
     if (replaced !== undefined) {
-      if (isFormUrlEncoded(headers)) headers.set("content-type", "application/json");
+      if (!isJsonLabelled(headers)) headers.set("content-type", "application/json");
       return { path, outgoing: replaced };
     }
   }
   return { path, outgoing: body };
 }
 
-function isFormUrlEncoded(headers: Headers): boolean {
-  return (headers.get("content-type") ?? "").toLowerCase().startsWith(
-    "application/x-www-form-urlencoded",
-  );
+function isJsonLabelled(headers: Headers): boolean {
+  const type = (headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
+  return type === "application/json" || type.endsWith("+json");
 }
 
 /** Ollama and OpenAI paths, whose clients read `{"error": ...}` bodies. */

@@ -1,0 +1,270 @@
+import assert from "node:assert/strict";
+import { postJson, startWorld } from "../sim/fixture.ts";
+import type { SimPod } from "../sim/pod.ts";
+
+const CHAT = { messages: [{ role: "user", content: "hi" }] };
+
+function requestsTo(pod: SimPod, path: string) {
+  return pod.events.filter((e) => e.type === "request" && e.path === path);
+}
+
+Deno.test("a chat stream reaches the client chunk by chunk, before the pod has finished", async () => {
+  await using world = await startWorld({
+    pods: [{ models: ["qwen"], loaded: ["qwen"], tokenDelayMs: 30, tokens: ["a", "b", "c", "d"] }],
+  });
+  const [pod] = world.cluster.pods;
+  const response = await postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT });
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get("content-type"), "application/x-ndjson");
+  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  const first = await reader.read();
+  assert.match(first.value!, /"content": "a"/);
+  assert.equal(pod.events.some((e) => e.type === "generation-end"), false);
+  let rest = "";
+  for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+    rest += chunk.value;
+  }
+  const lines = (first.value! + rest).split("\n").filter((l) => l !== "");
+  assert.equal(lines.length, 5);
+  assert.equal(JSON.parse(lines.at(-1)!).done, true);
+});
+
+Deno.test("a busy replica is avoided while an idle one has the model", async () => {
+  await using world = await startWorld({
+    pods: [
+      { models: ["qwen"], loaded: ["qwen"] },
+      { models: ["qwen"], loaded: ["qwen"] },
+    ],
+  });
+  const [a, b] = world.cluster.pods;
+  a.pause();
+  b.pause();
+  const first = await postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT });
+  const busy = requestsTo(a, "/api/chat").length === 1 ? a : b;
+  const idle = busy === a ? b : a;
+  idle.resume();
+  for (let i = 0; i < 3; i++) {
+    const response = await postJson(`${world.url}/api/chat`, {
+      model: "qwen",
+      stream: false,
+      ...CHAT,
+    });
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+  }
+  assert.equal(requestsTo(busy, "/api/chat").length, 1);
+  assert.equal(requestsTo(idle, "/api/chat").length, 3);
+  busy.resume();
+  await first.text();
+});
+
+Deno.test("concurrent requests for a cold model load it once, on one pod, and all succeed", async () => {
+  await using world = await startWorld({
+    pods: [
+      { models: ["qwen"], loadDelayMs: 100 },
+      { models: ["qwen"], loadDelayMs: 100 },
+    ],
+  });
+  const responses = await Promise.all(
+    Array.from(
+      { length: 5 },
+      () => postJson(`${world.url}/api/generate`, { model: "qwen", prompt: "hi", stream: false }),
+    ),
+  );
+  for (const response of responses) {
+    assert.equal(response.status, 200);
+    assert.equal((await response.json()).response, "Hello world!");
+  }
+  const loads = world.cluster.pods.map((pod) =>
+    pod.events.filter((e) => e.type === "loaded").length
+  );
+  assert.deepEqual(loads.sort(), [0, 1]);
+  for (const pod of world.cluster.pods) assert.equal(pod.orphanedWorkers, 0);
+  const status = await (await fetch(`${world.url}/router/models`)).json();
+  assert.equal(status.models[0].replicas, 1);
+});
+
+Deno.test("requests still succeed when a pod is killed: the router ejects it and retries", async () => {
+  await using world = await startWorld({
+    pods: [
+      { models: ["qwen"], loaded: ["qwen"] },
+      { models: ["qwen"], loaded: ["qwen"] },
+    ],
+  });
+  const [dead, alive] = world.cluster.pods;
+  await dead.kill();
+  for (let i = 0; i < 4; i++) {
+    const response = await postJson(`${world.url}/api/chat`, {
+      model: "qwen",
+      stream: false,
+      ...CHAT,
+    });
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+  }
+  assert.equal(requestsTo(alive, "/api/chat").length, 4);
+  const pods = (await (await fetch(`${world.url}/router/pods`)).json()).pods;
+  assert.equal(pods.find((p: { name: string }) => p.name === dead.name).state, "ejected");
+});
+
+Deno.test("a client that disconnects mid-stream cancels the generation on the pod", async () => {
+  await using world = await startWorld({
+    pods: [{ models: ["qwen"], loaded: ["qwen"], tokenDelayMs: 20, tokens: Array(500).fill("x") }],
+  });
+  const [pod] = world.cluster.pods;
+  const client = new AbortController();
+  const response = await postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT }, {
+    signal: client.signal,
+  });
+  const reader = response.body!.getReader();
+  await reader.read();
+  client.abort();
+  await reader.read().catch(() => {});
+  const aborted = await pod.waitFor((e) => e.type === "aborted");
+  assert.equal(aborted.type, "aborted");
+  const pods = (await (await fetch(`${world.url}/router/pods`)).json()).pods;
+  assert.equal(pods[0].inflight, 0);
+});
+
+Deno.test("malformed JSON, a model of the wrong type and a missing model are 400s with JSON errors", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }] });
+  const cases: [string, string][] = [
+    ["{not json", "the request body is not valid JSON"],
+    ['{"model": 7}', "'model' must be a string, got a number"],
+    ['{"messages": []}', "model is required"],
+  ];
+  for (const [body, message] of cases) {
+    const response = await fetch(`${world.url}/api/chat`, { method: "POST", body });
+    assert.equal(response.status, 400);
+    assert.deepEqual(await response.json(), { error: message });
+  }
+  assert.equal(requestsTo(world.cluster.pods[0], "/api/chat").length, 0);
+});
+
+Deno.test("a body over --max-body is refused with 413 and never reaches a pod", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }] }, { maxBodyBytes: 1024 });
+  const big = JSON.stringify({ model: "qwen", prompt: "x".repeat(4096) });
+  const response = await fetch(`${world.url}/api/generate`, { method: "POST", body: big });
+  assert.equal(response.status, 413);
+  assert.match((await response.json()).error, /larger than the limit of 1024 bytes/);
+  const streamed = await fetch(`${world.url}/api/generate`, {
+    method: "POST",
+    body: ReadableStream.from([new TextEncoder().encode(big)]),
+  });
+  assert.equal(streamed.status, 413);
+  await streamed.body?.cancel();
+  assert.equal(requestsTo(world.cluster.pods[0], "/api/generate").length, 0);
+});
+
+Deno.test("an unknown model is a 404 from the router's inventory, naming what exists", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen", "phi"] }] });
+  const response = await postJson(`${world.url}/api/chat`, { model: "llama3", ...CHAT });
+  assert.equal(response.status, 404);
+  assert.deepEqual(await response.json(), {
+    error: "model 'llama3' not found; available: phi, qwen",
+  });
+  const openai = await postJson(`${world.url}/v1/chat/completions`, { model: "llama3", ...CHAT });
+  assert.equal(openai.status, 404);
+  assert.equal(
+    (await openai.json()).error.message,
+    "model 'llama3' not found; available: phi, qwen",
+  );
+});
+
+Deno.test("no reachable pods is a 503 with Retry-After", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] }, {
+    unreachableAfter: 1,
+  });
+  await world.cluster.pods[0].kill();
+  await world.router.poller.pollAll();
+  const response = await postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT });
+  assert.equal(response.status, 503);
+  assert.equal(response.headers.get("retry-after"), "30");
+  assert.match((await response.json()).error, /cannot take requests now/);
+  const version = await fetch(`${world.url}/api/version`);
+  assert.equal(version.status, 503);
+  await version.body?.cancel();
+});
+
+Deno.test("namespaces and :latest are resolved, and the pod is sent the name it knows", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
+  const body =
+    '{"model":"library/qwen:latest","prompt":"hi","stream":false,"n":12345678901234567890}';
+  const response = await fetch(`${world.url}/api/generate`, { method: "POST", body });
+  assert.equal(response.status, 200);
+  assert.equal((await response.json()).model, "qwen");
+  const seen = requestsTo(world.cluster.pods[0], "/api/generate")[0];
+  assert.equal(seen.model, "qwen");
+  assert.equal(seen.bodyBytes, body.length - "library/:latest".length);
+});
+
+Deno.test("a multipart transcription is routed by its form field, with the file intact", async () => {
+  await using world = await startWorld({
+    pods: [{ models: ["qwen"] }, { models: ["whisper"], loaded: ["whisper"] }],
+  });
+  const form = new FormData();
+  form.set("model", "whisper");
+  form.set("file", new Blob([new Uint8Array(12345)], { type: "audio/wav" }), "a.wav");
+  const response = await fetch(`${world.url}/v1/audio/transcriptions`, {
+    method: "POST",
+    body: form,
+  });
+  assert.equal(response.status, 200);
+  assert.match((await response.json()).text, /12345 bytes/);
+  assert.equal(requestsTo(world.cluster.pods[1], "/v1/audio/transcriptions").length, 1);
+});
+
+Deno.test("files are routed by the model in their path", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }, { models: ["sd"] }] });
+  const response = await fetch(`${world.url}/files/sd/images/a.png`);
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get("content-type"), "image/png");
+  await response.body?.cancel();
+  assert.equal(requestsTo(world.cluster.pods[1], "/files/sd/images/a.png").length, 1);
+});
+
+Deno.test("an SSE stream from the OpenAI endpoint passes through frame by frame", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
+  const response = await postJson(`${world.url}/v1/chat/completions`, {
+    model: "qwen",
+    stream: true,
+    ...CHAT,
+  });
+  assert.equal(response.headers.get("content-type"), "text/event-stream; charset=utf-8");
+  const text = await response.text();
+  assert.match(text, /^data: \{/);
+  assert.ok(text.endsWith("data: [DONE]\n\n"));
+});
+
+Deno.test("a pod that dies mid-stream ends the NDJSON stream with an error line", async () => {
+  await using world = await startWorld({
+    pods: [{ models: ["qwen"], loaded: ["qwen"], tokenDelayMs: 20, tokens: Array(200).fill("x") }],
+  });
+  const [pod] = world.cluster.pods;
+  const response = await postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT });
+  const reader = response.body!.getReader();
+  await reader.read();
+  await pod.kill();
+  let text = "";
+  const decoder = new TextDecoder();
+  for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+    text += decoder.decode(chunk.value);
+  }
+  const last = JSON.parse(text.trim().split("\n").at(-1)!);
+  assert.match(last.error, /failed mid-stream/);
+});
+
+Deno.test("a pod's FastAPI error reaches Ollama clients as {error}, keeping the status", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
+  const response = await postJson(`${world.url}/api/chat`, { model: "qwen", messages: "wrong" });
+  assert.equal(response.status, 422);
+  const body = await response.json();
+  assert.equal(typeof body.error, "string");
+});
+
+Deno.test("requests that name no model go to a ready pod", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }] });
+  const response = await fetch(`${world.url}/api/version`);
+  assert.equal(response.status, 200);
+  assert.deepEqual(await response.json(), { version: "0.0.54" });
+});

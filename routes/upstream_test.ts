@@ -1,0 +1,113 @@
+import assert from "node:assert/strict";
+import { type BodyEnd, podErrorMessage, relayBody, upstreamHeaders } from "./upstream.ts";
+
+const bytes = (text: string) => new TextEncoder().encode(text);
+
+function failingStream(first: string): ReadableStream<Uint8Array> {
+  let sent = false;
+  return new ReadableStream({
+    pull(controller) {
+      if (sent) controller.error(new Error("connection reset"));
+      else controller.enqueue(bytes(first));
+      sent = true;
+    },
+  });
+}
+
+Deno.test("upstreamHeaders() drops hop-by-hop headers, including those named in Connection", () => {
+  const headers = upstreamHeaders(
+    new Headers({
+      connection: "keep-alive, x-secret-hop",
+      "x-secret-hop": "1",
+      "keep-alive": "timeout=5",
+      "transfer-encoding": "chunked",
+      host: "router",
+      "x-request-id": "abc",
+      authorization: "Bearer t",
+    }),
+  );
+  assert.deepEqual([...headers.keys()].sort(), [
+    "accept-encoding",
+    "authorization",
+    "x-request-id",
+  ]);
+  assert.equal(headers.get("accept-encoding"), "identity");
+});
+
+Deno.test("relayBody() passes chunks through as they are and reports the end once", async () => {
+  const ends: BodyEnd[] = [];
+  const source = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(bytes("a\n"));
+      controller.enqueue(bytes("b\n"));
+      controller.close();
+    },
+  });
+  const relayed = relayBody(source, "application/x-ndjson", String, (end) => ends.push(end));
+  assert.equal(await new Response(relayed).text(), "a\nb\n");
+  assert.deepEqual(ends, [{ kind: "done", bytes: 4 }]);
+});
+
+Deno.test("relayBody() ends a failed NDJSON stream with an error line on its own line", async () => {
+  const ends: BodyEnd[] = [];
+  const relayed = relayBody(
+    failingStream('{"partial'),
+    "application/x-ndjson",
+    () => "pod rk-0 failed mid-stream",
+    (end) => ends.push(end),
+  );
+  assert.equal(
+    await new Response(relayed).text(),
+    '{"partial\n{"error":"pod rk-0 failed mid-stream"}\n',
+  );
+  assert.equal(ends[0].kind, "failed");
+});
+
+Deno.test("relayBody() ends a failed SSE stream with an error event", async () => {
+  const relayed = relayBody(
+    failingStream("data: {}\n\n"),
+    "text/event-stream",
+    () => "gone",
+    () => {},
+  );
+  assert.equal(
+    await new Response(relayed).text(),
+    'data: {}\n\n\ndata: {"error":{"message":"gone","type":"server_error"}}\n\n',
+  );
+});
+
+Deno.test("relayBody() reports a client that stops reading as cancelled", async () => {
+  const ends: BodyEnd[] = [];
+  let cancelled = false;
+  const source = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      controller.enqueue(bytes("x"));
+    },
+    cancel() {
+      cancelled = true;
+    },
+  });
+  const reader = relayBody(source, "text/plain", String, (end) => ends.push(end)).getReader();
+  await reader.read();
+  await reader.cancel();
+  assert.equal(cancelled, true);
+  assert.deepEqual(ends, [{ kind: "cancelled", bytes: 1 }]);
+});
+
+Deno.test("podErrorMessage() reads FastAPI, Flask, OpenAI, plain-text and HTML errors", () => {
+  assert.equal(podErrorMessage("p", 500, '{"detail":"Model x not found"}'), "Model x not found");
+  assert.equal(podErrorMessage("p", 400, '{"error":"bad"}'), "bad");
+  assert.equal(podErrorMessage("p", 400, '{"error":{"message":"worse"}}'), "worse");
+  assert.equal(
+    podErrorMessage("p", 422, '{"detail":[{"loc":["body","model"],"msg":"Field required"}]}'),
+    "body.model: Field required",
+  );
+  assert.equal(
+    podErrorMessage("p", 500, "Internal Server Error"),
+    "pod p answered 500: Internal Server Error",
+  );
+  assert.equal(
+    podErrorMessage("p", 404, "<html><title>404 Not Found</title></html>"),
+    "pod p answered 404: 404 Not Found",
+  );
+});
