@@ -32,7 +32,7 @@ export class Poller {
     this.#options = { concurrency: 32, ...options };
   }
 
-  /** Polls now, then every `intervalMs` until {@linkcode Poller.stop}. */
+  /** Polls every `intervalMs` (the first time after one interval) until {@linkcode Poller.stop}. */
   start(): void {
     const loop = async () => {
       this.#timer = undefined;
@@ -42,15 +42,20 @@ export class Poller {
       const wait = Math.max(0, this.#options.intervalMs - (Date.now() - started));
       this.#timer = setTimeout(loop, wait);
     };
-    loop();
+    this.#timer = setTimeout(loop, this.#options.intervalMs);
   }
 
-  /** One round over every known pod; resolves when the store has the results. */
+  /**
+   * One round over every known pod, started after any round in progress (whose
+   * answers may predate what the caller wants to see); resolves when the store has
+   * the results.
+   */
   pollAll(): Promise<void> {
-    this.#round ??= this.#pollPods([...this.#store.pods.peek().keys()]).finally(() => {
-      this.#round = undefined;
-    });
-    return this.#round;
+    const round = (this.#round ?? Promise.resolve()).then(() =>
+      this.#pollPods([...this.#store.pods.peek().keys()])
+    );
+    this.#round = round;
+    return round;
   }
 
   /** Polls one pod right away (after a load or unload the router did on it). */
