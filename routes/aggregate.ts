@@ -92,7 +92,9 @@ function loadedModels(store: Store): Record<string, unknown>[] {
         expires_at: rfc3339(entry.expires_at),
         loaded_at: rfc3339(entry.loaded_at),
         last_call: rfc3339(entry.last_call),
-        size_vram: entry.size_vram ?? 0,
+        // RKLlama reports null; the ollama CLI reads size_vram == size as "100% GPU",
+        // the closest it has to "in NPU memory", and 0 as "100% CPU", which is wrong.
+        size_vram: entry.size_vram ?? entry.size ?? 0,
         pod_name: pod.name,
         node_name: pod.node,
       });
