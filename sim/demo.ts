@@ -59,12 +59,16 @@ export interface Demo extends AsyncDisposable {
  * Starts the demo cluster and a router in front of it.
  *
  * @param args router flags; `--backends` is set to the simulated pods
+ * @param clusterOptions the simulated boards (tests make them faster)
  * @throws {ConfigError} for flags the router would refuse
  */
-export async function startDemo(args: readonly string[]): Promise<Demo> {
+export async function startDemo(
+  args: readonly string[],
+  clusterOptions: SimClusterOptions = DEMO_CLUSTER,
+): Promise<Demo> {
   const parsed = parseConfig(args, () => undefined);
   if (parsed.help) throw new ConfigError("the demo takes router flags, not --help");
-  const cluster = await startSimCluster(DEMO_CLUSTER);
+  const cluster = await startSimCluster(clusterOptions);
   try {
     const router = await startRouter({
       ...parsed.config,

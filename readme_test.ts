@@ -1,0 +1,43 @@
+import assert from "node:assert/strict";
+import { DEMO_CLUSTER, startDemo } from "./sim/demo.ts";
+
+/** The curl lines of README.md's `sh` blocks, with the status each one should get. */
+async function readmeExamples(): Promise<{ command: string; status: string }[]> {
+  const readme = await Deno.readTextFile(new URL("./README.md", import.meta.url));
+  const examples = [];
+  for (const block of readme.matchAll(/```sh\n([\s\S]*?)```/g)) {
+    for (const line of block[1].split("\n")) {
+      if (!line.startsWith("curl ")) continue;
+      const [command, comment] = line.split(/\s+#\s*/);
+      examples.push({ command, status: /^\d{3}$/.test(comment ?? "") ? comment : "2xx" });
+    }
+  }
+  return examples;
+}
+
+Deno.test("every curl example in README.md works against the demo", async () => {
+  const fast = {
+    pods: DEMO_CLUSTER.pods.map((pod) => ({ ...pod, loadDelayMs: 20, tokenDelayMs: 1 })),
+  };
+  await using demo = await startDemo(["--port", "0"], fast);
+  const address = new URL(demo.router.url).host;
+  const examples = await readmeExamples();
+  assert.ok(examples.length >= 15, `only ${examples.length} examples found`);
+  for (const { command, status } of examples) {
+    const line = command.replaceAll("localhost:8080", address);
+    const output = await new Deno.Command("bash", {
+      args: ["-c", `${line} --max-time 20 -o /dev/null -w '%{http_code}'`],
+      cwd: new URL(".", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const code = new TextDecoder().decode(output.stdout);
+    assert.equal(
+      output.code,
+      0,
+      `${command}: curl failed: ${new TextDecoder().decode(output.stderr)}`,
+    );
+    if (status === "2xx") assert.match(code, /^2\d\d$/, `${command} answered ${code}`);
+    else assert.equal(code, status, command);
+  }
+});
