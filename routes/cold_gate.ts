@@ -55,6 +55,11 @@ export class ColdGate {
     };
   }
 
+  /** True while a request the router sent is loading `model` on `pod`. */
+  has(pod: string, model: string): boolean {
+    return this.#loads.has(keyOf(pod, model));
+  }
+
   /** Requests now waiting on loads, over all models. */
   get waiting(): number {
     let total = 0;

@@ -89,7 +89,12 @@ class Proxy {
     }
     const exclude = new Set<string>();
     for (let attempt = 1;; attempt++) {
-      const choice = this.#choose(model, exclude);
+      let choice = this.#choose(model, exclude);
+      if (choice.kind === "follow" && !this.#options.gate.has(choice.pod.name, model!)) {
+        // Marked loading by someone other than a request (an explicit load): there is
+        // nothing to wait on here, and the pod serves the model once its load is done.
+        choice = { kind: "loaded", pod: choice.pod };
+      }
       if (choice.kind === "follow") {
         try {
           await this.#options.gate.wait(choice.pod.name, model!, request.signal);
