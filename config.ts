@@ -23,6 +23,12 @@ export interface RouterConfig {
   firstByteTimeoutMs: number;
   maxQueue: number;
   logLevel: LogLevel;
+  kubeApi: string;
+  modelsFile: string;
+  unloadUnmanaged: boolean;
+  leaseName: string;
+  identity: string;
+  loadTimeoutMs: number;
 }
 
 /** A pod given on the command line instead of found through Kubernetes. */
@@ -41,7 +47,7 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-type Kind = "int" | "string" | "duration" | "size" | "backends" | "level";
+type Kind = "int" | "string" | "duration" | "size" | "backends" | "level" | "bool";
 
 interface FlagSpec {
   flag: string;
@@ -51,6 +57,8 @@ interface FlagSpec {
   help: string;
   min?: number;
   max?: number;
+  /** A string flag whose empty value means "not set". */
+  optional?: boolean;
 }
 
 /** Every flag the router accepts, in `--help` order. */
@@ -106,6 +114,52 @@ export const FLAGS: readonly FlagSpec[] = [
     kind: "duration",
     default: "30s",
     help: "how often the model placement is re-checked",
+  },
+  {
+    flag: "kube-api",
+    key: "kubeApi",
+    kind: "string",
+    default: "",
+    optional: true,
+    help:
+      "Kubernetes API URL (default: in-cluster service account, else $KUBECONFIG or ~/.kube/config, else http://127.0.0.1:8001 as served by kubectl proxy)",
+  },
+  {
+    flag: "models-file",
+    key: "modelsFile",
+    kind: "string",
+    default: "",
+    optional: true,
+    help: "models.yaml to follow instead of the ConfigMap (static mode); re-read when it changes",
+  },
+  {
+    flag: "unload-unmanaged",
+    key: "unloadUnmanaged",
+    kind: "bool",
+    default: "false",
+    help: "unload models the placement config does not name",
+  },
+  {
+    flag: "lease-name",
+    key: "leaseName",
+    kind: "string",
+    default: "rkllama-router",
+    help: "Lease that elects the one router replica that loads and unloads models",
+  },
+  {
+    flag: "identity",
+    key: "identity",
+    kind: "string",
+    default: "",
+    optional: true,
+    help: "this replica's name in the Lease (default: random; set it to the pod name)",
+  },
+  {
+    flag: "load-timeout",
+    key: "loadTimeoutMs",
+    kind: "duration",
+    default: "10m",
+    help: "longest wait for a pod to load or unload a model on the reconciler's request",
   },
   {
     flag: "pod-port",
@@ -195,8 +249,7 @@ export function helpText(): string {
     "",
   ];
   for (const spec of FLAGS) {
-    const left = `  --${spec.flag} ${placeholder(spec.kind)}`;
-    lines.push(left);
+    lines.push(`  --${spec.flag} ${placeholder(spec.kind)}`.trimEnd());
     const dflt = spec.default === "" ? "" : ` (default ${spec.default})`;
     lines.push(`      ${spec.help}${dflt}  [${envName(spec.flag)}]`);
   }
@@ -213,6 +266,7 @@ function placeholder(kind: Kind): string {
     size: "BYTES",
     backends: "LIST",
     level: "LEVEL",
+    bool: "",
   }[kind];
 }
 
@@ -246,9 +300,12 @@ export function parseConfig(
     if (!FLAGS.some((s) => s.flag === flag)) {
       throw new ConfigError(`unknown flag --${flag}`);
     }
+    const isBool = FLAGS.some((s) => s.flag === flag && s.kind === "bool");
     let value: string;
     if (eq !== -1) {
       value = arg.slice(eq + 1);
+    } else if (isBool) {
+      value = "true";
     } else {
       if (i + 1 >= args.length) {
         throw new ConfigError(`--${flag} needs a value`);
@@ -278,8 +335,12 @@ function parseValue(spec: FlagSpec, raw: string, source: string): unknown {
   };
   switch (spec.kind) {
     case "string":
-      if (raw.trim() === "") fail("a non-empty value");
+      if (raw.trim() === "" && !spec.optional) fail("a non-empty value");
       return raw.trim();
+    case "bool":
+      if (["true", "1", "yes", ""].includes(raw.trim().toLowerCase())) return true;
+      if (["false", "0", "no"].includes(raw.trim().toLowerCase())) return false;
+      return fail("true or false");
     case "int": {
       if (!/^\d+$/.test(raw.trim())) {
         fail(`a whole number from ${spec.min} to ${spec.max}`);

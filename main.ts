@@ -9,6 +9,7 @@ import { ConfigError, helpText, parseConfig, type RouterConfig } from "./config.
 import { Store } from "./store.ts";
 import { Poller } from "./discovery/poller.ts";
 import { addStaticBackends } from "./discovery/static.ts";
+import { connectKube, PodWatch } from "./discovery/kubernetes.ts";
 import { ColdGate } from "./routes/cold_gate.ts";
 import { proxyRoutes } from "./routes/proxy.ts";
 import { aggregateRoutes } from "./routes/aggregate.ts";
@@ -40,13 +41,31 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     timeoutMs: config.pollTimeoutMs,
   });
   const gate = new ColdGate(store, config.maxQueue);
-  addStaticBackends(store, config.backends);
+  let podWatch: PodWatch | undefined;
+  if (config.backends.length > 0) {
+    addStaticBackends(store, config.backends);
+  } else {
+    const connection = connectKube(config.kubeApi, (name) => Deno.env.get(name), canRead);
+    store.setDiscovery({ mode: "kubernetes", source: connection.source, connected: false });
+    podWatch = new PodWatch(store, connection, {
+      namespace: config.namespace,
+      selector: config.selector,
+      podPort: config.podPort,
+      onNewPod: (pod) => void poller.repoll(pod),
+    });
+    log.info("discovering pods in namespace {namespace} with selector {selector} via {source}", {
+      namespace: config.namespace,
+      selector: config.selector,
+      source: connection.source,
+    });
+    await podWatch.start();
+  }
 
   const app = new Hono();
   app.route("/", healthRoutes(store));
   app.route(
     "/",
-    adminRoutes({ store, mode: "static", repoll: (pod) => poller.repoll(pod) }),
+    adminRoutes({ store, repoll: (pod) => poller.repoll(pod) }),
   );
   app.route("/", aggregateRoutes(store));
   app.route(
@@ -74,19 +93,26 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     onListen: () => {},
   }, app.fetch);
   const url = `http://${server.addr.hostname}:${server.addr.port}`;
-  log.info("listening on {url} with {pods} static backends", {
-    url,
-    pods: config.backends.length,
-  });
+  log.info("listening on {url}", { url, pods: store.pods.peek().size });
   return {
     url,
     store,
     poller,
     async shutdown() {
       poller.stop();
+      await podWatch?.stop();
       await server.shutdown();
     },
   };
+}
+
+/** True when the file exists and this process may read it. */
+function canRead(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
 }
 
 async function main(args: string[]): Promise<void> {
@@ -101,12 +127,6 @@ async function main(args: string[]): Promise<void> {
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     console.error(`rkllama-router: ${error.message} (see --help)`);
-    Deno.exit(2);
-  }
-  if (config.backends.length === 0) {
-    console.error(
-      "rkllama-router: Kubernetes discovery is not available yet; give the pods with --backends (see --help)",
-    );
     Deno.exit(2);
   }
   await setupLogging(config.logLevel);

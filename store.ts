@@ -77,9 +77,33 @@ export function podState(pod: PodRecord, now: number): string {
   return "routable";
 }
 
+/** Where pods come from, and whether that source answers. */
+export interface DiscoveryStatus {
+  /** `static` (from `--backends`) or `kubernetes`. */
+  mode: "static" | "kubernetes";
+  /** The API server in use, for operators. */
+  source: string;
+  /** The last list or watch worked. */
+  connected: boolean;
+  /** Why the last attempt failed, or "". */
+  error: string;
+  /** Epoch ms of the last change of this status. */
+  at: number;
+}
+
 /** The shared, signal-based cluster state. */
 export class Store {
   readonly #pods = signal<ReadonlyMap<string, PodRecord>>(new Map());
+  readonly #discovery = signal<DiscoveryStatus>({
+    mode: "static",
+    source: "--backends",
+    connected: true,
+    error: "",
+    at: 0,
+  });
+
+  /** Where pods come from, and whether that source answers. */
+  readonly discovery: ReadonlySignal<DiscoveryStatus> = this.#discovery;
   readonly #unreachableAfter: number;
 
   /** Pods by name. */
@@ -108,6 +132,11 @@ export class Store {
   /** @param unreachableAfter failed polls in a row after which a pod leaves routing */
   constructor(unreachableAfter = 3) {
     this.#unreachableAfter = unreachableAfter;
+  }
+
+  /** Records how discovery is doing (written by the discovery in use only). */
+  setDiscovery(change: Partial<DiscoveryStatus>): void {
+    this.#discovery.value = { ...this.#discovery.peek(), ...change };
   }
 
   /** Adds a pod or updates where it is and whether it is ready; keeps what it holds. */

@@ -12,8 +12,6 @@ import { errorResponse } from "./errors.ts";
 /** What the admin endpoints need from the rest of the router. */
 export interface AdminOptions {
   store: Store;
-  /** `static` (from --backends) or `kubernetes`. */
-  mode: string;
   repoll: (pod: string) => Promise<void>;
   /** How long one pod's force-unload may take. */
   forceUnloadTimeoutMs?: number;
@@ -29,9 +27,16 @@ export function adminRoutes(options: AdminOptions): Hono {
     const pods = store.podList.value;
     const routable = pods.filter((pod) => isRoutable(pod, now)).length;
     const models = [...store.modelNames.value].sort();
+    const discovery = store.discovery.value;
     return c.json({
       status: pods.length === 0 ? "no_pods" : routable === 0 ? "degraded" : "ok",
-      mode: options.mode,
+      mode: discovery.mode,
+      discovery: {
+        source: discovery.source,
+        connected: discovery.connected,
+        error: discovery.error || null,
+        since: discovery.at > 0 ? new Date(discovery.at).toISOString() : null,
+      },
       pod_count: pods.length,
       routable_pod_count: routable,
       model_count: models.length,
