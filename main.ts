@@ -9,7 +9,8 @@ import { ConfigError, helpText, parseConfig, type RouterConfig } from "./config.
 import { Store } from "./store.ts";
 import { Poller } from "./discovery/poller.ts";
 import { addStaticBackends } from "./discovery/static.ts";
-import { connectKube, PodWatch } from "./discovery/kubernetes.ts";
+import { connectKube, type KubeConnection, PodWatch } from "./discovery/kubernetes.ts";
+import { type Placement, startPlacement } from "./reconcile/placement.ts";
 import { ColdGate } from "./routes/cold_gate.ts";
 import { proxyRoutes } from "./routes/proxy.ts";
 import { aggregateRoutes } from "./routes/aggregate.ts";
@@ -26,6 +27,8 @@ export interface Router {
   url: string;
   store: Store;
   poller: Poller;
+  /** Model placement, when there is a config to follow. */
+  placement: Placement | undefined;
   /** Stops accepting, lets requests in flight finish, stops polling. */
   shutdown(): Promise<void>;
 }
@@ -42,10 +45,11 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   });
   const gate = new ColdGate(store, config.maxQueue);
   let podWatch: PodWatch | undefined;
+  let connection: KubeConnection | undefined;
   if (config.backends.length > 0) {
     addStaticBackends(store, config.backends);
   } else {
-    const connection = connectKube(config.kubeApi, (name) => Deno.env.get(name), canRead);
+    connection = connectKube(config.kubeApi, (name) => Deno.env.get(name), canRead);
     store.setDiscovery({ mode: "kubernetes", source: connection.source, connected: false });
     podWatch = new PodWatch(store, connection, {
       namespace: config.namespace,
@@ -61,11 +65,19 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     await podWatch.start();
   }
 
+  await poller.pollAll();
+  const placement: Placement | undefined = await startPlacement({
+    store,
+    config,
+    connection,
+    repoll: (pod) => poller.repoll(pod),
+  });
+
   const app = new Hono();
   app.route("/", healthRoutes(store));
   app.route(
     "/",
-    adminRoutes({ store, repoll: (pod) => poller.repoll(pod) }),
+    adminRoutes({ store, repoll: (pod) => poller.repoll(pod), placement: () => placement?.view() }),
   );
   app.route("/", aggregateRoutes(store));
   app.route(
@@ -85,7 +97,6 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     return errorResponse(c.req.path, 500, `internal router error: ${error.message}`);
   });
 
-  await poller.pollAll();
   poller.start();
   const server = Deno.serve({
     port: config.port,
@@ -98,7 +109,9 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     url,
     store,
     poller,
+    placement,
     async shutdown() {
+      await placement?.stop();
       poller.stop();
       await podWatch?.stop();
       await server.shutdown();

@@ -49,6 +49,12 @@ export interface PodRecord extends PodIdentity {
   lastPollError: string;
   /** The pod's `/api/version`, when known. */
   version: string;
+  /**
+   * An explicit load or unload the router is running on the pod, or "". A FastAPI
+   * pod answers nothing meanwhile, polls included, so it gets no requests and its
+   * failed polls do not count against it.
+   */
+  busy: string;
   runtime: PodRuntime;
 }
 
@@ -65,13 +71,14 @@ export type PollResult =
 
 /** True when the pod may get new requests at `now`. */
 export function isRoutable(pod: PodRecord, now: number): boolean {
-  return pod.ready && pod.reachable && pod.runtime.ejectedUntil <= now;
+  return pod.ready && pod.reachable && pod.busy === "" && pod.runtime.ejectedUntil <= now;
 }
 
 /** The routing state of a pod in words, for operators and `/router/pods`. */
 export function podState(pod: PodRecord, now: number): string {
   if (!pod.ready) return "unready";
   if (!pod.polled) return "pending";
+  if (pod.busy !== "") return "loading";
   if (!pod.reachable) return "unreachable";
   if (pod.runtime.ejectedUntil > now) return "ejected";
   return "routable";
@@ -159,6 +166,7 @@ export class Store {
       lastPollAt: 0,
       lastPollError: "",
       version: "",
+      busy: "",
       runtime: old?.runtime ?? { inflight: 0, ejectedUntil: 0, ejectedReason: "" },
     };
     this.#set(new Map(pods).set(identity.name, record));
@@ -197,6 +205,8 @@ export class Store {
           lastPollAt: result.at,
           lastPollError: "",
         });
+      } else if (pod.busy !== "") {
+        next.set(pod.name, { ...pod, lastPollError: `${result.error} (while ${pod.busy})` });
       } else {
         const failedPolls = pod.failedPolls + 1;
         next.set(pod.name, {
@@ -213,6 +223,11 @@ export class Store {
   /** Records the pod's `/api/version`. */
   setVersion(podName: string, version: string): void {
     this.#update(podName, (pod) => pod.version === version ? pod : { ...pod, version });
+  }
+
+  /** Marks the pod busy with an explicit action (`description`), or not busy with "". */
+  setBusy(podName: string, description: string): void {
+    this.#update(podName, (pod) => pod.busy === description ? pod : { ...pod, busy: description });
   }
 
   /** Marks `model` as being loaded on the pod by a request the router sent. */

@@ -1,23 +1,17 @@
 /**
  * @module
- * RKLlama pods from the Kubernetes API: a list, then a watch from the list's
- * resourceVersion, and on any end of the watch (error, timeout, 410 Gone, API
- * outage) a fresh list after a backoff. Re-listing on every reconnect is what
- * guarantees no deletion is missed; pods the list no longer has leave the store.
- * While the API is away, routing goes on with the last known pods.
+ * RKLlama pods from the Kubernetes API, and how to reach that API. Pods come from
+ * a list-then-watch loop (`list_watch.ts`) that re-lists on every reconnect, so
+ * pods the list no longer has leave the store and no deletion is missed. While the
+ * API is away, routing goes on with the last known pods.
  */
 
 import * as k8s from "@kubernetes/client-node";
 import type { PodIdentity, Store } from "../store.ts";
-import { logger } from "../log.ts";
-
-const log = logger("kubernetes");
+import { ListWatchLoop } from "./list_watch.ts";
 
 /** Where the service account's files are mounted inside a pod. */
 export const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
-
-/** How long one watch lasts before the server ends it and the pods are listed again. */
-const WATCH_SECONDS = 25;
 
 /** How the router reaches the API server. */
 export interface KubeConnection {
@@ -118,117 +112,45 @@ export function podIdentity(pod: k8s.V1Pod, defaultPort: number): PodIdentity | 
 /** Keeps the store's pods equal to the API's, until {@linkcode PodWatch.stop}. */
 export class PodWatch {
   readonly #store: Store;
-  readonly #connection: KubeConnection;
   readonly #options: PodWatchOptions;
-  readonly #stopped = new AbortController();
-  #watch: AbortController | undefined;
-  #running: Promise<void> | undefined;
-  #restarts = 0;
+  readonly #loop: ListWatchLoop<k8s.V1Pod>;
 
   constructor(store: Store, connection: KubeConnection, options: PodWatchOptions) {
     this.#store = store;
-    this.#connection = connection;
     this.#options = options;
+    const api = connection.config.makeApiClient(k8s.CoreV1Api);
+    this.#loop = new ListWatchLoop<k8s.V1Pod>(connection.config, {
+      what: "pods",
+      list: () =>
+        api.listNamespacedPod({ namespace: options.namespace, labelSelector: options.selector }),
+      watchPath: `/api/v1/namespaces/${encodeURIComponent(options.namespace)}/pods`,
+      watchQuery: { labelSelector: options.selector },
+      onList: (pods) => this.#replaceAll(pods),
+      onEvent: (phase, pod) => {
+        if (phase === "DELETED") {
+          if (pod.metadata?.name) this.#store.removePod(pod.metadata.name);
+        } else {
+          this.#upsert(pod);
+        }
+      },
+      onStatus: (connected, error) =>
+        this.#store.setDiscovery({ connected, error, at: Date.now() }),
+    }, { maxBackoffMs: options.maxBackoffMs });
   }
 
   /** Times the watch had to be started again after an error. */
   get restarts(): number {
-    return this.#restarts;
+    return this.#loop.restarts;
   }
 
   /** Lists and watches in the background; resolves after the first list (or its failure). */
   start(): Promise<void> {
-    const firstList = Promise.withResolvers<void>();
-    this.#running = this.#run(() => firstList.resolve());
-    return firstList.promise;
+    return this.#loop.start();
   }
 
   /** Stops watching; the store keeps the pods it has. */
-  async stop(): Promise<void> {
-    this.#stopped.abort();
-    this.#watch?.abort();
-    await this.#running;
-  }
-
-  async #run(listed: () => void): Promise<void> {
-    const api = this.#connection.config.makeApiClient(k8s.CoreV1Api);
-    const watcher = new k8s.Watch(this.#connection.config);
-    const maxBackoff = this.#options.maxBackoffMs ?? 30_000;
-    let backoff = 250;
-    while (!this.#stopped.signal.aborted) {
-      let failure: unknown;
-      try {
-        const list = await api.listNamespacedPod({
-          namespace: this.#options.namespace,
-          labelSelector: this.#options.selector,
-        });
-        this.#replaceAll(list.items);
-        this.#store.setDiscovery({ connected: true, error: "", at: Date.now() });
-        listed();
-        const watchStarted = Date.now();
-        failure = await this.#watchFrom(watcher, list.metadata?.resourceVersion ?? "");
-        if (failure === undefined && Date.now() - watchStarted > 1000) backoff = 250;
-      } catch (error) {
-        failure = error;
-      }
-      listed();
-      if (this.#stopped.signal.aborted) return;
-      if (failure === undefined) {
-        // A watch that ends at once, again and again, must not turn into a tight loop.
-        if (backoff > 250) await delay(backoff, this.#stopped.signal);
-        backoff = Math.min(backoff * 2, maxBackoff);
-        continue;
-      }
-      this.#restarts++;
-      const message = describe(failure);
-      this.#store.setDiscovery({ connected: false, error: message, at: Date.now() });
-      log.warn(
-        "Kubernetes pod watch failed ({error}); keeping the last known pods, retrying in {backoffMs} ms",
-        {
-          error: message,
-          backoffMs: backoff,
-        },
-      );
-      await delay(backoff, this.#stopped.signal);
-      backoff = Math.min(backoff * 2, maxBackoff);
-    }
-  }
-
-  /** Resolves when the watch ends: undefined when it ended normally, else why. */
-  async #watchFrom(watcher: k8s.Watch, resourceVersion: string): Promise<unknown> {
-    const ended = Promise.withResolvers<unknown>();
-    let expired = false;
-    this.#watch = await watcher.watch(
-      `/api/v1/namespaces/${encodeURIComponent(this.#options.namespace)}/pods`,
-      {
-        labelSelector: this.#options.selector,
-        resourceVersion,
-        allowWatchBookmarks: true,
-        // client-node gives up on a watch silent for 30 s; a quiet namespace sends
-        // nothing for minutes, so the server ends each watch first and the loop
-        // re-lists: a cheap call for a few pods, and a fresh full state each time.
-        timeoutSeconds: WATCH_SECONDS,
-      },
-      (phase: string, object: k8s.V1Pod & { code?: number; message?: string }) => {
-        if (phase === "ERROR") {
-          // 410 Gone: the resourceVersion is too old (API server restarted or compacted).
-          expired = true;
-          ended.resolve(new Error(`watch error ${object.code}: ${object.message}`));
-          this.#watch?.abort();
-          return;
-        }
-        if (phase === "ADDED" || phase === "MODIFIED") this.#upsert(object);
-        else if (phase === "DELETED" && object.metadata?.name) {
-          this.#store.removePod(object.metadata.name);
-        }
-      },
-      (error: unknown) => ended.resolve(error ?? undefined),
-    );
-    if (this.#stopped.signal.aborted) this.#watch.abort();
-    const result = await ended.promise;
-    if (expired) return undefined;
-    if (this.#stopped.signal.aborted) return undefined;
-    return isTimeout(result) ? undefined : result;
+  stop(): Promise<void> {
+    return this.#loop.stop();
   }
 
   #upsert(pod: k8s.V1Pod): void {
@@ -257,30 +179,4 @@ export class PodWatch {
       if (!listed.has(name)) this.#store.removePod(name);
     }
   }
-}
-
-function isTimeout(error: unknown): boolean {
-  return error instanceof Error && error.name === "TimeoutError";
-}
-
-function describe(error: unknown): string {
-  if (error instanceof Error) {
-    const cause = error.cause instanceof Error ? `: ${error.cause.message}` : "";
-    const code = (error as { code?: unknown; statusCode?: unknown }).code ??
-      (error as { statusCode?: unknown }).statusCode;
-    return `${error.message}${cause}${typeof code === "number" ? ` (HTTP ${code})` : ""}`;
-  }
-  return String(error);
-}
-
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }

@@ -13,6 +13,8 @@ import { errorResponse } from "./errors.ts";
 export interface AdminOptions {
   store: Store;
   repoll: (pod: string) => Promise<void>;
+  /** The placement view (config, leader, plan, actions), or undefined when nothing is placed. */
+  placement: () => Record<string, unknown> | undefined;
   /** How long one pod's force-unload may take. */
   forceUnloadTimeoutMs?: number;
 }
@@ -41,6 +43,7 @@ export function adminRoutes(options: AdminOptions): Hono {
       routable_pod_count: routable,
       model_count: models.length,
       loaded_count: pods.reduce((sum, pod) => sum + pod.loaded.size, 0),
+      placement: placementSummary(options.placement()),
       unique_models: models,
       pods: pods.map((pod) => ({
         name: pod.name,
@@ -51,6 +54,18 @@ export function adminRoutes(options: AdminOptions): Hono {
         models: [...pod.loaded.keys()].sort(),
       })),
     });
+  });
+
+  app.get("/router/plan", (c) => {
+    const view = options.placement();
+    if (!view) {
+      return errorResponse(
+        c.req.path,
+        404,
+        "no placement config: run with Kubernetes discovery or give --models-file",
+      );
+    }
+    return c.json(view);
   });
 
   app.get("/router/pods", (c) => {
@@ -101,7 +116,13 @@ export function adminRoutes(options: AdminOptions): Hono {
   });
 
   app.all("/router/*", (c) => {
-    const known = ["/router/status", "/router/pods", "/router/models", "/router/force_unload_all"];
+    const known = [
+      "/router/status",
+      "/router/pods",
+      "/router/models",
+      "/router/plan",
+      "/router/force_unload_all",
+    ];
     if (known.includes(c.req.path)) {
       return errorResponse(c.req.path, 405, `${c.req.method} is not allowed on ${c.req.path}`);
     }
@@ -180,4 +201,21 @@ async function forceUnload(
     result.error = error instanceof Error ? error.message : String(error);
   }
   return result;
+}
+
+/** The parts of the placement view that belong in `/router/status`. */
+function placementSummary(view: Record<string, unknown> | undefined): unknown {
+  if (!view) return null;
+  const { config, leader, running, recent } = view as {
+    config: Record<string, unknown>;
+    leader: unknown;
+    running: unknown[];
+    recent: unknown[];
+  };
+  return {
+    config: { source: config.source, valid: config.valid, error: config.error },
+    leader,
+    running,
+    recent: recent.slice(0, 10),
+  };
 }

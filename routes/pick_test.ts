@@ -24,6 +24,7 @@ function pod(
     lastPollAt: NOW,
     lastPollError: "",
     version: "",
+    busy: "",
     runtime: {
       inflight: state.inflight ?? 0,
       ejectedUntil: state.ejectedUntil ?? 0,

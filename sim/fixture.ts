@@ -4,7 +4,9 @@
  * loopback, torn down by `await using`.
  */
 
+import { effect } from "@preact/signals-core";
 import { parseConfig, type RouterConfig } from "../config.ts";
+import type { Store } from "../store.ts";
 import { type Router, startRouter } from "../main.ts";
 import { type SimCluster, type SimClusterOptions, startSimCluster } from "./cluster.ts";
 
@@ -54,4 +56,18 @@ export function postJson(
     body: JSON.stringify(body),
     ...init,
   });
+}
+
+/** Resolves once the store satisfies `condition` (checked on every change). */
+export function storeReaches(store: Store, condition: (store: Store) => boolean): Promise<void> {
+  const reached = Promise.withResolvers<void>();
+  let done = false;
+  const dispose = effect(() => {
+    store.pods.value;
+    if (!done && condition(store)) {
+      done = true;
+      reached.resolve();
+    }
+  });
+  return reached.promise.finally(dispose);
 }

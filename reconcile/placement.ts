@@ -1,0 +1,127 @@
+/**
+ * @module
+ * Wiring of model placement: the config source (ConfigMap or models file), the
+ * leader election (Kubernetes only; a static router is alone and always leads),
+ * the applier and the reconcile loop, plus the operator's view of all of it.
+ */
+
+import { effect } from "@preact/signals-core";
+import type { RouterConfig } from "../config.ts";
+import type { KubeConnection } from "../discovery/kubernetes.ts";
+import type { Store } from "../store.ts";
+import { type ConfigResult, parseModelsConfig } from "./config.ts";
+import { Applier } from "./apply.ts";
+import { Reconciler } from "./reconciler.ts";
+import { LeaderElector } from "./leader.ts";
+import { ConfigMapSource, type ConfigText, ModelsFileSource } from "./sources.ts";
+
+/** What placement needs from the router. */
+export interface PlacementOptions {
+  store: Store;
+  config: RouterConfig;
+  repoll: (pod: string) => Promise<void>;
+  /** The API connection in Kubernetes mode; undefined in static mode. */
+  connection?: KubeConnection;
+}
+
+/** Running placement. */
+export interface Placement {
+  reconciler: Reconciler;
+  applier: Applier;
+  /** The operator's view for `/router/plan` and `/router/status`. */
+  view(): Record<string, unknown>;
+  /** Reads the models file again now (the ConfigMap is watched and needs no help). */
+  reread(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts placement, or returns undefined in static mode without `--models-file`
+ * (nothing to place).
+ */
+export async function startPlacement(options: PlacementOptions): Promise<Placement | undefined> {
+  const { store, config, connection } = options;
+  if (!connection && config.modelsFile === "") return undefined;
+  const identity = config.identity || `rkllama-router-${crypto.randomUUID().slice(0, 8)}`;
+  const elector = connection
+    ? new LeaderElector(connection, {
+      namespace: config.namespace,
+      name: config.leaseName,
+      identity,
+    })
+    : undefined;
+  const applier = new Applier({
+    store,
+    repoll: options.repoll,
+    loadTimeoutMs: config.loadTimeoutMs,
+  });
+  const take = (text: ConfigText) => {
+    const nodes = new Set([...store.pods.peek().values()].map((pod) => pod.node).filter(Boolean));
+    const result: ConfigResult = "text" in text
+      ? parseModelsConfig(text.text, nodes)
+      : { ok: false, error: text.missing };
+    reconciler.setConfig(result, text.source);
+  };
+  // The source only calls `take` once started, after the reconciler exists.
+  const source = connection
+    ? new ConfigMapSource(connection, config.namespace, config.configMap, take)
+    : new ModelsFileSource(config.modelsFile, take);
+  const reconciler = new Reconciler({
+    store,
+    applier,
+    isLeader: () => elector?.isLeader() ?? true,
+    unloadUnmanaged: config.unloadUnmanaged,
+    syncIntervalMs: config.syncIntervalMs,
+    onInvalid: (error) => {
+      if (source instanceof ConfigMapSource) void source.reportInvalid(error);
+    },
+  });
+  await source.start();
+  elector?.start();
+  reconciler.start();
+  // A new leader acts at once instead of waiting for the next change or sync.
+  const disposeLeading = elector
+    ? effect(() => {
+      if (elector.leading.value) reconciler.reconcile();
+    })
+    : undefined;
+  // The models file has no watch events when its directory cannot be watched.
+  const resync = source instanceof ModelsFileSource
+    ? setInterval(() => void source.read(), config.syncIntervalMs)
+    : undefined;
+
+  return {
+    reconciler,
+    applier,
+    view() {
+      const status = reconciler.status;
+      const { plan, at } = reconciler.lastPlan;
+      return {
+        config: {
+          source: status.source,
+          valid: status.error === "",
+          error: status.error || null,
+          models: status.config?.models ?? [],
+        },
+        leader: elector ? elector.status : { identity, holder: identity, leader: true, error: "" },
+        plan: { at: at > 0 ? new Date(at).toISOString() : null, ...plan },
+        running: applier.running,
+        recent: applier.recent.map((result) => ({
+          ...result,
+          at: new Date(result.at).toISOString(),
+        })),
+      };
+    },
+    async reread() {
+      if (source instanceof ModelsFileSource) await source.read();
+    },
+    async stop() {
+      disposeLeading?.();
+      clearInterval(resync);
+      reconciler.stop();
+      await source.stop();
+      await applier.stop();
+      await elector?.stop();
+    },
+  };
+}
