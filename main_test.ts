@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { FLAGS } from "./config.ts";
 import { startSimCluster } from "./sim/cluster.ts";
+import { configMapObject, podObject, startFakeKube } from "./sim/kube.ts";
 
 /** The flags `deno task start` gives `deno run`: the ones the compiled binary gets. */
 async function startTaskFlags(): Promise<string[]> {
@@ -82,4 +83,39 @@ Deno.test("the router runs with the start task's permissions, configured from th
   assert.equal(status.code, 0);
   const stderr = await new Response(child.stderr).text();
   assert.equal(stderr, "");
+});
+
+Deno.test("the router runs in Kubernetes mode with the start task's permissions", async () => {
+  await using kube = await startFakeKube();
+  await using cluster = await startSimCluster({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
+  const [pod] = cluster.pods;
+  kube.apply(
+    "pods",
+    podObject({ name: pod.name, labels: { app: "rkllama" }, ip: pod.hostname, port: pod.port }),
+  );
+  kube.apply(
+    "configmaps",
+    configMapObject("rkllama-model-config", {
+      "models.yaml": "models:\n  qwen:\n    replicas: 1\n",
+    }),
+  );
+  const child = await routerProcess([], {
+    ROUTER_KUBE_API: kube.url,
+    ROUTER_PORT: "0",
+    ROUTER_HOST: "127.0.0.1",
+  });
+  const url = await listeningUrl(child.stdout);
+  const ps = await (await fetch(`${url}/api/ps`)).json();
+  assert.deepEqual(
+    ps.models.map((m: { name: string; pod_name: string }) => `${m.name}@${m.pod_name}`),
+    [
+      "qwen@rk-0",
+    ],
+  );
+  await kube.waitForRequest((r) => r.path.endsWith("/leases/rkllama-router") && r.method === "PUT");
+  const plan = await (await fetch(`${url}/router/plan`)).json();
+  assert.equal(plan.config.valid, true);
+  child.kill("SIGTERM");
+  assert.equal((await child.status).code, 0);
+  assert.equal(await new Response(child.stderr).text(), "");
 });

@@ -19,6 +19,16 @@ const log = logger("kubernetes");
  */
 const WATCH_SECONDS = 25;
 
+/** Longest wait for one list. */
+const LIST_TIMEOUT_MS = 30_000;
+
+/**
+ * How long past its server-side timeout a watch may stay open. Under Deno,
+ * client-node's watch never reports a connection that broke (its HTTP client's
+ * body does not fail on a drop or an abort), so this watchdog is what ends it.
+ */
+const WATCH_GRACE_MS = 10_000;
+
 /** One kind of object to list and watch. */
 export interface ListWatchSource<T> {
   /** Named in logs: "pods", "configmap rkllama-model-config". */
@@ -80,7 +90,13 @@ export class ListWatchLoop<T> {
     while (!this.#stopped.signal.aborted) {
       let failure: unknown;
       try {
-        const list = await this.#source.list();
+        const list = await withDeadline(
+          this.#source.list(),
+          LIST_TIMEOUT_MS,
+          `listing ${this.#source.what}`,
+          this.#stopped.signal,
+        );
+        if (list === undefined) break;
         if (this.#stopped.signal.aborted) break;
         this.#source.onList(list.items);
         this.#source.onStatus(true, "");
@@ -141,9 +157,48 @@ export class ListWatchLoop<T> {
       (error: unknown) => ended.resolve(error ?? undefined),
     );
     if (this.#stopped.signal.aborted) this.#watch.abort();
-    const result = await ended.promise;
+    const result = await withDeadline(
+      ended.promise,
+      WATCH_SECONDS * 1000 + WATCH_GRACE_MS,
+      `watching ${this.#source.what}`,
+      this.#stopped.signal,
+    ).catch((error) => {
+      // The watchdog fired: drop the silent connection and list again.
+      this.#watch?.abort();
+      log.info("{error}; listing again", { error: describe(error) });
+      return undefined;
+    });
     if (expired || this.#stopped.signal.aborted || isTimeout(result)) return undefined;
     return result;
+  }
+}
+
+/**
+ * The promise's value, or undefined once `stop` aborts; rejects when `ms` pass
+ * first. client-node calls can hang on a dropped connection under Deno, and a
+ * signal cannot reach into them, so the caller stops waiting instead.
+ */
+export async function withDeadline<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+  stop?: AbortSignal,
+): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let onStop: (() => void) | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
+  });
+  const stopped = new Promise<undefined>((resolve) => {
+    onStop = () => resolve(undefined);
+    if (stop?.aborted) onStop();
+    stop?.addEventListener("abort", onStop, { once: true });
+  });
+  try {
+    return await Promise.race([promise, expired, stopped]);
+  } finally {
+    clearTimeout(timer);
+    if (onStop) stop?.removeEventListener("abort", onStop);
   }
 }
 

@@ -70,9 +70,9 @@ export function modelsYamlOf(
  * while it loads, and pods load any model on its first request anyway, so listing a
  * model should never cost a load by accident.
  *
- * Names are taken as written: a model or node YAML would read as a number or a
- * boolean (`1.5:`, `nodes: [01]`) keeps the text in the file, since that is the
- * directory or node name the operator typed.
+ * Names are taken as written: a model or node name that YAML would read as a number
+ * or a boolean (`1.50:`, `nodes: [007]`) keeps the text in the file, since that is
+ * the directory or node name the operator typed.
  *
  * @param knownNodes when given and non-empty, every `nodes` entry must be one of them;
  *   pass the nodes of every pod known, routable or not, or a board that is rebooting
@@ -80,6 +80,8 @@ export function modelsYamlOf(
  * @param key the ConfigMap key the text came from, to name it in messages
  * @returns the config, or `error`: one sentence such as
  *   `models.yaml line 4: 'replicas' of model 'qwen' must be a whole number of 0 or more, got -1`
+ * @throws {Deno.errors.NotCapable} when the process may not read the environment
+ *   variables `LOG_TOKENS` and `LOG_STREAM`: npm:yaml looks them up while parsing
  * @example
  * ```ts
  * const result = parseModelsConfig("models:\n  qwen:\n    replicas: 2\n");
@@ -94,17 +96,16 @@ export function parseModelsConfig(
   const lines = new LineCounter();
   // uniqueKeys off: duplicates are reported below, with both lines and in our words.
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: false });
-  const reader = new Reader(doc, lines, knownNodes);
+  const syntaxError = doc.errors[0];
+  if (syntaxError) {
+    const at = lines.linePos(syntaxError.pos[0]);
+    const detail = syntaxError.code === "MULTIPLE_DOCS"
+      ? "a second document starts here ('---'); keep all models in one document"
+      : `invalid YAML at column ${at.col}: ${syntaxError.message}`;
+    return { ok: false, error: `${key} line ${at.line}: ${detail}` };
+  }
   try {
-    const syntaxError = doc.errors[0];
-    if (syntaxError) {
-      const at = lines.linePos(syntaxError.pos[0]);
-      const detail = syntaxError.code === "MULTIPLE_DOCS"
-        ? "a second document starts here ('---'); keep all models in one document"
-        : `invalid YAML at column ${at.col}: ${syntaxError.message}`;
-      throw new Invalid(at.line, detail);
-    }
-    return { ok: true, config: reader.config() };
+    return { ok: true, config: new Reader(doc, lines, knownNodes).config() };
   } catch (error) {
     if (error instanceof Invalid) {
       return { ok: false, error: `${key} line ${error.line}: ${error.message}` };

@@ -10,9 +10,9 @@
  */
 
 import * as k8s from "@kubernetes/client-node";
-import { signal } from "@preact/signals-core";
+import { type ReadonlySignal, signal } from "@preact/signals-core";
 import type { KubeConnection } from "../discovery/kubernetes.ts";
-import { describe } from "../discovery/list_watch.ts";
+import { describe, withDeadline } from "../discovery/list_watch.ts";
 import { logger } from "../log.ts";
 
 const log = logger("leader");
@@ -59,7 +59,7 @@ export class LeaderElector {
   }
 
   /** A signal of {@linkcode LeaderElector.isLeader}, for whoever reacts to changes. */
-  get leading(): { readonly value: boolean } {
+  get leading(): ReadonlySignal<boolean> {
     return this.#leading;
   }
 
@@ -93,22 +93,36 @@ export class LeaderElector {
     if (!this.#leading.peek()) return;
     this.#setLeading(false, "stopping");
     try {
-      const lease = await this.#read();
-      if (lease?.spec?.holderIdentity !== this.#options.identity) return;
-      lease.spec = { ...lease.spec, holderIdentity: undefined, leaseDurationSeconds: 1 };
-      await this.#api.replaceNamespacedLease({
-        namespace: this.#options.namespace,
-        name: this.#options.name,
-        body: lease,
-      });
-      log.info("released the Lease {name}", { name: this.#options.name });
+      await withDeadline(this.#release(), this.#options.renewDeadlineMs, "releasing the Lease");
     } catch (error) {
       log.warn("could not release the Lease: {error}", { error: describe(error) });
     }
   }
 
+  async #release(): Promise<void> {
+    const lease = await this.#read();
+    if (lease?.spec?.holderIdentity !== this.#options.identity) return;
+    lease.spec = { ...lease.spec, holderIdentity: undefined, leaseDurationSeconds: 1 };
+    await this.#api.replaceNamespacedLease({
+      namespace: this.#options.namespace,
+      name: this.#options.name,
+      body: lease,
+    });
+    log.info("released the Lease {name}", { name: this.#options.name });
+  }
+
   /** One election round: create, renew or take over the Lease, or follow. */
   async tryOnce(): Promise<void> {
+    // A call that hangs (client-node on a dropped connection) must not stall the
+    // election: past the retry period the round is abandoned and tried again.
+    try {
+      await withDeadline(this.#electionRound(), this.#options.renewDeadlineMs, "a Lease call");
+    } catch (error) {
+      this.#lastError = describe(error);
+    }
+  }
+
+  async #electionRound(): Promise<void> {
     const { namespace, name, identity } = this.#options;
     const durationSeconds = Math.max(1, Math.round(this.#options.leaseDurationMs / 1000));
     try {

@@ -5,7 +5,7 @@
  * the applier and the reconcile loop, plus the operator's view of all of it.
  */
 
-import { effect } from "@preact/signals-core";
+import { effect, type ReadonlySignal, signal } from "@preact/signals-core";
 import type { RouterConfig } from "../config.ts";
 import type { KubeConnection } from "../discovery/kubernetes.ts";
 import type { Store } from "../store.ts";
@@ -30,6 +30,8 @@ export interface Placement {
   applier: Applier;
   /** The operator's view for `/router/plan` and `/router/status`. */
   view(): Record<string, unknown>;
+  /** Whether this replica may act, as a signal (always true in static mode). */
+  leading: ReadonlySignal<boolean>;
   /** Reads the models file again now (the ConfigMap is watched and needs no help). */
   reread(): Promise<void>;
   stop(): Promise<void>;
@@ -58,9 +60,9 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
   const take = (text: ConfigText) => {
     const nodes = new Set([...store.pods.peek().values()].map((pod) => pod.node).filter(Boolean));
     const result: ConfigResult = "text" in text
-      ? parseModelsConfig(text.text, nodes)
+      ? parseModelsConfig(text.text, nodes, text.key)
       : { ok: false, error: text.missing };
-    reconciler.setConfig(result, text.source);
+    reconciler.setConfig(result, text.source, "text" in text);
   };
   // The source only calls `take` once started, after the reconciler exists.
   const source = connection
@@ -93,6 +95,7 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
   return {
     reconciler,
     applier,
+    leading: elector?.leading ?? signal(true),
     view() {
       const status = reconciler.status;
       const { plan, at } = reconciler.lastPlan;

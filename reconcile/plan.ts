@@ -18,11 +18,15 @@ import type { DesiredConfig, ModelPlacement } from "./config.ts";
 
 /** What the plan needs to know about one pod. */
 export interface PlanPod {
+  /** Pod name. */
   name: string;
+  /** The node (board) it runs on; `nodes:` placements match this. */
   node: string;
   /** Can take requests now. */
   routable: boolean;
+  /** Models it can load (`/api/tags`). */
   onDisk: ReadonlySet<string>;
+  /** Models in its NPU memory (`/api/ps`). */
   loaded: ReadonlySet<string>;
   /** Loads in progress, whoever started them. */
   loading: ReadonlySet<string>;
@@ -32,9 +36,13 @@ export interface PlanPod {
 
 /** One load or unload of one model on one pod. */
 export interface Action {
+  /** Load the model on the pod, or unload it. */
   kind: "load" | "unload";
+  /** The pod to act on. */
   pod: string;
+  /** Its node, for the log. */
   node: string;
+  /** The model's name as the pod knows it. */
   model: string;
   /** Why, in words, for the log. */
   reason: string;
@@ -44,6 +52,7 @@ export interface Action {
 
 /** How one configured model stands, as found before the actions. */
 export interface ModelStatus {
+  /** The model, as named in the config. */
   name: string;
   /** The replica count, or the nodes it is pinned to. */
   want: number | string[];

@@ -66,8 +66,10 @@ export class Reconciler {
   /**
    * Takes a newly read document: a valid one replaces the config in force, an
    * invalid one is reported and the last good config stays.
+   *
+   * @param report whether to tell `onInvalid` (not for a ConfigMap that does not exist)
    */
-  setConfig(result: ConfigResult, source: string): void {
+  setConfig(result: ConfigResult, source: string, report = true): void {
     const current = this.#status.peek();
     if (result.ok) {
       if (current.error !== "" || current.config === undefined) {
@@ -81,7 +83,7 @@ export class Reconciler {
         source,
         error: result.error,
       });
-      this.#options.onInvalid?.(result.error);
+      if (report) this.#options.onInvalid?.(result.error);
     }
     this.#status.value = { ...current, source, error: result.error, at: Date.now() };
   }

@@ -15,7 +15,9 @@ import { logger } from "../log.ts";
 const log = logger("config");
 
 /** A document read, or why there is none. */
-export type ConfigText = { text: string; source: string } | { missing: string; source: string };
+export type ConfigText =
+  | { text: string; key: string; source: string }
+  | { missing: string; source: string };
 
 /** Watches the ConfigMap `name` in `namespace` until stopped. */
 export class ConfigMapSource {
@@ -42,7 +44,7 @@ export class ConfigMapSource {
       if (!configMap) onText({ missing: `${where} does not exist`, source: where });
       else if (!found) {
         onText({ missing: `${where} has no models.yaml or models.yml key`, source: where });
-      } else onText({ text: found.text, source: `${where} ${found.key}` });
+      } else onText({ text: found.text, key: found.key, source: `${where} ${found.key}` });
     };
     this.#loop = new ListWatchLoop<k8s.V1ConfigMap>(connection.config, {
       what: where,
@@ -152,7 +154,7 @@ export class ModelsFileSource {
     }
     if (text === this.#last) return;
     this.#last = text;
-    this.#onText({ text, source });
+    this.#onText({ text, key: this.#path.slice(this.#path.lastIndexOf("/") + 1), source });
   }
 
   async stop(): Promise<void> {

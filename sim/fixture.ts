@@ -9,6 +9,7 @@ import { parseConfig, type RouterConfig } from "../config.ts";
 import type { Store } from "../store.ts";
 import { type Router, startRouter } from "../main.ts";
 import { type SimCluster, type SimClusterOptions, startSimCluster } from "./cluster.ts";
+import { type FakeKube, podObject, startFakeKube } from "./kube.ts";
 
 /** A router and the simulated pods behind it. */
 export interface TestWorld extends AsyncDisposable {
@@ -70,4 +71,62 @@ export function storeReaches(store: Store, condition: (store: Store) => boolean)
     }
   });
   return reached.promise.finally(dispose);
+}
+
+/** Simulated pods known to a fake Kubernetes API, and routers that discover them there. */
+export interface KubeWorld extends AsyncDisposable {
+  kube: FakeKube;
+  cluster: SimCluster;
+  routers: Router[];
+  /** Publishes (or republishes) a simulated pod as a Kubernetes Pod object. */
+  publish(index: number, changes?: { ready?: boolean }): void;
+}
+
+/**
+ * Starts a fake API server with one Pod object per simulated pod (node = pod
+ * name, label app=rkllama), and `routers` routers that use it.
+ */
+export async function startKubeWorld(
+  cluster: SimClusterOptions,
+  options: { routers?: number; overrides?: Partial<RouterConfig>; publish?: boolean } = {},
+): Promise<KubeWorld> {
+  const kube = await startFakeKube();
+  const sim = await startSimCluster(cluster);
+  const publish = (index: number, changes: { ready?: boolean } = {}) => {
+    const pod = sim.pods[index];
+    kube.apply(
+      "pods",
+      podObject({
+        name: pod.name,
+        labels: { app: "rkllama" },
+        ip: pod.hostname,
+        port: pod.port,
+        node: pod.name,
+        ready: changes.ready ?? true,
+      }),
+    );
+  };
+  if (options.publish ?? true) sim.pods.forEach((_, index) => publish(index));
+  const routers: Router[] = [];
+  for (let i = 0; i < (options.routers ?? 1); i++) {
+    const parsed = parseConfig(
+      ["--kube-api", kube.url, "--port", "0", "--host", "127.0.0.1", "--poll-interval", "1h"],
+      () => undefined,
+    );
+    if (parsed.help) throw new Error("unreachable");
+    routers.push(
+      await startRouter({ ...parsed.config, identity: `router-${i}`, ...options.overrides }),
+    );
+  }
+  return {
+    kube,
+    cluster: sim,
+    routers,
+    publish,
+    async [Symbol.asyncDispose]() {
+      await Promise.all(routers.map((router) => router.shutdown()));
+      await sim.close();
+      await kube.close();
+    },
+  };
 }
