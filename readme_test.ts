@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { DEMO_CLUSTER, startDemo } from "./sim/demo.ts";
+import { envName, FLAGS } from "./config.ts";
 
 /** The curl lines of README.md's `sh` blocks, with the status each one should get. */
 async function readmeExamples(): Promise<{ command: string; status: string }[]> {
@@ -39,5 +40,20 @@ Deno.test("every curl example in README.md works against the demo", async () => 
     );
     if (status === "2xx") assert.match(code, /^2\d\d$/, `${command} answered ${code}`);
     else assert.equal(code, status, command);
+  }
+});
+
+Deno.test("README.md documents every flag with its variable", async () => {
+  const readme = await Deno.readTextFile(new URL("./README.md", import.meta.url));
+  for (const spec of FLAGS) {
+    assert.match(
+      readme,
+      new RegExp(`\\| \`--${spec.flag}[ \`]`),
+      `--${spec.flag} is not in README.md`,
+    );
+    assert.ok(
+      readme.includes(`\`${envName(spec.flag)}\``),
+      `${envName(spec.flag)} is not in README.md`,
+    );
   }
 });
