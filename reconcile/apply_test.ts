@@ -60,7 +60,7 @@ Deno.test("one action per pod at a time; the rest wait for a later round", async
 Deno.test("a failed load is reported and not retried before its delay", async () => {
   await using cluster = await startSimCluster({ pods: [{ models: ["qwen"] }] });
   const [pod] = cluster.pods;
-  const { store, applier } = await setup(cluster.backends);
+  const { applier } = await setup(cluster.backends);
   applier.submit([action("load", "rk-0", "llama")]);
   await applier.idle();
   assert.equal(applier.recent[0].outcome, "failed");
