@@ -142,6 +142,15 @@ async function main(args: string[]): Promise<void> {
     console.error(`rkllama-router: ${error.message} (see --help)`);
     Deno.exit(2);
   }
+  if (
+    config.modelsFile !== "" &&
+    Deno.permissions.querySync({ name: "read", path: config.modelsFile }).state !== "granted"
+  ) {
+    console.error(
+      `rkllama-router: --models-file: may not read '${config.modelsFile}'; the router reads files only under /etc/rkllama-router (put it there), or run it with 'deno task dev', which may read anywhere`,
+    );
+    Deno.exit(2);
+  }
   await setupLogging(config.logLevel);
   const router = await startRouter(config);
   let stopping = false;

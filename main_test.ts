@@ -119,3 +119,14 @@ Deno.test("the router runs in Kubernetes mode with the start task's permissions"
   assert.equal((await child.status).code, 0);
   assert.equal(await new Response(child.stderr).text(), "");
 });
+
+Deno.test("a --models-file the binary may not read is refused at start, saying where to put it", async () => {
+  const output = await (await routerProcess([
+    "--backends",
+    "http://127.0.0.1:1",
+    "--models-file",
+    "/tmp/models.yaml",
+  ])).output();
+  assert.equal(output.code, 2);
+  assert.match(new TextDecoder().decode(output.stderr), /only under \/etc\/rkllama-router/);
+});
