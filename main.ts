@@ -152,7 +152,16 @@ async function main(args: string[]): Promise<void> {
     Deno.exit(2);
   }
   await setupLogging(config.logLevel);
-  const router = await startRouter(config);
+  let router: Router;
+  try {
+    router = await startRouter(config);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+    console.error(
+      `rkllama-router: ${config.host}:${config.port} is already in use; choose another with --port`,
+    );
+    Deno.exit(2);
+  }
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) Deno.exit(1);

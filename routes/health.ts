@@ -1,7 +1,8 @@
 /**
  * @module
  * Probes for the router's own pod: `/health` says the process answers,
- * `/health/ready` says it can route (at least one pod takes requests).
+ * `/health/ready` says it can route (at least one pod takes requests); and `/`,
+ * which Ollama clients probe.
  */
 
 import { Hono } from "hono";
@@ -10,6 +11,9 @@ import { isRoutable, type Store } from "../store.ts";
 /** The Hono app for `/health` and `/health/ready`. */
 export function healthRoutes(store: Store): Hono {
   const app = new Hono();
+  // Ollama's own answer at `/`: the ollama CLI probes `HEAD /` before every command,
+  // and a FastAPI pod would answer 405 to HEAD there.
+  app.get("/", (c) => c.text("Ollama is running"));
   app.get("/health", (c) => c.json({ status: "ok" }));
   app.get("/health/ready", (c) => {
     const now = Date.now();

@@ -20,3 +20,14 @@ Deno.test("/health/ready is 503 while no pod can take requests, 200 once one can
   assert.equal(notReady.status, 503);
   assert.equal((await notReady.json()).routable_pods, 0);
 });
+
+Deno.test("/ answers as Ollama does, to GET and HEAD, without asking a pod", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }] });
+  const get = await fetch(`${world.url}/`);
+  assert.equal(get.status, 200);
+  assert.equal(await get.text(), "Ollama is running");
+  const head = await fetch(`${world.url}/`, { method: "HEAD" });
+  assert.equal(head.status, 200);
+  await head.body?.cancel();
+  assert.equal(world.cluster.pods[0].events.some((e) => e.path === "/"), false);
+});

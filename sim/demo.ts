@@ -118,6 +118,10 @@ if (import.meta.main) {
     await setupLogging("info");
     demo = await startDemo(Deno.args);
   } catch (error) {
+    if (error instanceof Deno.errors.AddrInUse) {
+      console.error("rkllama-router demo: the port is in use; choose another with --port 9000");
+      Deno.exit(2);
+    }
     if (!(error instanceof ConfigError)) throw error;
     console.error(`rkllama-router demo: ${error.message} (see --help of the router)`);
     Deno.exit(2);
