@@ -29,6 +29,7 @@ export interface RouterConfig {
   leaseName: string;
   identity: string;
   loadTimeoutMs: number;
+  podIdleExpiryMs: number;
 }
 
 /** A pod given on the command line instead of found through Kubernetes. */
@@ -223,6 +224,14 @@ export const FLAGS: readonly FlagSpec[] = [
     min: 0,
     max: 1_000_000,
     help: "requests per model that may wait for the model to finish loading",
+  },
+  {
+    flag: "pod-idle-expiry",
+    key: "podIdleExpiryMs",
+    kind: "duration",
+    default: "30m",
+    help:
+      "RKLlama's max_minutes_loaded_in_memory: a model idle this long may be gone, so the next request for it is sent alone",
   },
   {
     flag: "log-level",

@@ -90,6 +90,8 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       ejectMs: config.ejectMs,
       firstByteTimeoutMs: config.firstByteTimeoutMs,
       retryAfterSeconds: Math.min(30, Math.max(1, Math.ceil(config.pollIntervalMs / 1000))),
+      // The poll that would show the expiry can be a whole interval late, plus slack.
+      staleAfterMs: Math.max(0, config.podIdleExpiryMs - config.pollIntervalMs - 30_000),
     }),
   );
   app.onError((error, c) => {

@@ -20,6 +20,12 @@ export interface PodRuntime {
   ejectedUntil: number;
   /** Why it was last ejected, for operators. */
   ejectedReason: string;
+  /**
+   * Epoch ms the router last sent a request for each loaded model (or first saw
+   * it loaded). RKLlama unloads a model after it has been idle for a while, and
+   * the router must not trust a copy that may have just expired (see pick.ts).
+   */
+  lastSent: Map<string, number>;
 }
 
 /** Where a pod came from and whether its platform says it can serve. */
@@ -167,7 +173,8 @@ export class Store {
       lastPollError: "",
       version: "",
       busy: "",
-      runtime: old?.runtime ?? { inflight: 0, ejectedUntil: 0, ejectedReason: "" },
+      runtime: old?.runtime ??
+        { inflight: 0, ejectedUntil: 0, ejectedReason: "", lastSent: new Map() },
     };
     this.#set(new Map(pods).set(identity.name, record));
   }
@@ -190,6 +197,7 @@ export class Store {
       const pod = next.get(result.pod);
       if (!pod) continue;
       if (result.ok) {
+        noteLoaded(pod.runtime, result.loaded, result.at);
         // A model that shows up loaded has finished loading, whoever loaded it.
         const loading = new Map(
           [...pod.loading].filter(([model]) => !result.loaded.has(model)),
@@ -247,6 +255,7 @@ export class Store {
       if (!pod.loading.has(model) && (!succeeded || pod.loaded.has(model))) return pod;
       const loading = new Map(pod.loading);
       loading.delete(model);
+      if (succeeded) pod.runtime.lastSent.set(model, Date.now());
       const loaded = succeeded && !pod.loaded.has(model)
         ? new Map(pod.loaded).set(model, pod.onDisk.get(model) ?? { name: model, model })
         : pod.loaded;
@@ -272,6 +281,20 @@ export class Store {
 
   #set(pods: ReadonlyMap<string, PodRecord>): void {
     this.#pods.value = pods;
+  }
+}
+
+/** Starts the idle clock of newly loaded models; forgets those no longer loaded. */
+function noteLoaded(
+  runtime: PodRuntime,
+  loaded: ReadonlyMap<string, PodModelEntry>,
+  at: number,
+): void {
+  for (const model of loaded.keys()) {
+    if (!runtime.lastSent.has(model)) runtime.lastSent.set(model, at);
+  }
+  for (const model of runtime.lastSent.keys()) {
+    if (!loaded.has(model)) runtime.lastSent.delete(model);
   }
 }
 

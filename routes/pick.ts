@@ -36,16 +36,23 @@ export interface PickInput {
   exclude: ReadonlySet<string>;
   /** A counter the caller advances on every pick; breaks ties round-robin. */
   turn: number;
+  /**
+   * A loaded copy the router has sent nothing to for this long may have been
+   * unloaded by the pod's idle expiry since the last poll; it is then treated as
+   * cold, so that only one request at a time can make the pod load it again.
+   */
+  staleAfterMs: number;
 }
 
 /**
  * Chooses a pod: loaded copies first (fewest requests in flight, round-robin among
- * equals), then a pod the router is already loading the model on, then a pod with
- * the model on disk (fewest loaded models, then fewest in flight).
+ * equals), then a pod the router is already loading the model on, then a loaded
+ * copy that may have expired (sent as cold), then a pod with the model on disk
+ * (fewest loaded models, then fewest in flight).
  *
  * @example
  * ```ts
- * const choice = pick({ model: "qwen", pods, loadedOn, onDiskOn, now: Date.now(), exclude: new Set(), turn: 0 });
+ * const choice = pick({ model: "qwen", pods, loadedOn, onDiskOn, now: Date.now(), exclude: new Set(), turn: 0, staleAfterMs: 1_740_000 });
  * if (choice.kind === "loaded") send(choice.pod);
  * ```
  */
@@ -59,11 +66,16 @@ export function pick(input: PickInput): Choice {
     const pod = fewest(input.pods.filter(usable), turn, (p) => p.runtime.inflight);
     return pod ? { kind: "any", pod } : { kind: "unavailable", reason: "no RKLlama pod is ready" };
   }
-  const loaded = fewest(input.loadedOn.filter(usable), turn, (p) => p.runtime.inflight);
+  const fresh = (pod: PodRecord) =>
+    now - (pod.runtime.lastSent.get(model) ?? 0) < input.staleAfterMs;
+  const loadedCopies = input.loadedOn.filter(usable);
+  const loaded = fewest(loadedCopies.filter(fresh), turn, (p) => p.runtime.inflight);
   if (loaded) return { kind: "loaded", pod: loaded };
   const onDisk = input.onDiskOn.filter(usable);
   const loading = onDisk.find((pod) => pod.loading.has(model));
   if (loading) return { kind: "follow", pod: loading };
+  const stale = fewest(loadedCopies, turn, (p) => p.runtime.inflight);
+  if (stale) return { kind: "cold", pod: stale };
   const cold = fewest(
     onDisk,
     turn,

@@ -7,7 +7,13 @@ const NOW = 1_000_000;
 function pod(
   name: string,
   holds: { loaded?: string[]; onDisk?: string[]; loading?: string[] } = {},
-  state: { inflight?: number; ready?: boolean; reachable?: boolean; ejectedUntil?: number } = {},
+  state: {
+    inflight?: number;
+    ready?: boolean;
+    reachable?: boolean;
+    ejectedUntil?: number;
+    lastSent?: number;
+  } = {},
 ): PodRecord {
   const entries = (names: string[]) => new Map(names.map((n) => [n, { name: n }]));
   return {
@@ -29,6 +35,7 @@ function pod(
       inflight: state.inflight ?? 0,
       ejectedUntil: state.ejectedUntil ?? 0,
       ejectedReason: "",
+      lastSent: new Map((holds.loaded ?? []).map((m) => [m, state.lastSent ?? NOW])),
     },
   };
 }
@@ -46,6 +53,7 @@ function choose(
     now: NOW,
     exclude: new Set(),
     turn: 0,
+    staleAfterMs: 60_000,
     ...extra,
   });
 }
@@ -132,4 +140,25 @@ Deno.test("pick() answers unavailable when there are no pods or none is ready", 
 Deno.test("pick() sends requests that name no model to the least busy routable pod", () => {
   const pods = [pod("a", {}, { inflight: 1 }), pod("b"), pod("c", {}, { reachable: false })];
   assert.equal(chosen(choose(undefined, pods)), "any:b");
+});
+
+Deno.test("pick() sends a request for a copy idle past the pod's expiry as cold, so it goes alone", () => {
+  const pods = [
+    pod("a", { loaded: ["qwen"] }, { lastSent: NOW - 60_000 }),
+    pod("b", { onDisk: ["qwen"] }),
+  ];
+  assert.equal(chosen(choose("qwen", pods)), "cold:a");
+});
+
+Deno.test("pick() prefers a recently used copy over one that may have expired", () => {
+  const pods = [
+    pod("a", { loaded: ["qwen"] }, { lastSent: NOW - 60_000 }),
+    pod("b", { loaded: ["qwen"] }, { lastSent: NOW - 1, inflight: 3 }),
+  ];
+  assert.equal(chosen(choose("qwen", pods)), "loaded:b");
+});
+
+Deno.test("pick() makes requests follow a possibly expired copy while one request reloads it", () => {
+  const pods = [pod("a", { loaded: ["qwen"], loading: ["qwen"] }, { lastSent: NOW - 60_000 })];
+  assert.equal(chosen(choose("qwen", pods)), "follow:a");
 });

@@ -8,7 +8,7 @@
 import { Hono } from "hono";
 import type { Store } from "../store.ts";
 import { logger } from "../log.ts";
-import { type Choice, pick } from "./pick.ts";
+import { type Choice, pick, type PickInput } from "./pick.ts";
 import { ColdGate, QueueFull } from "./cold_gate.ts";
 import { errorResponse } from "./errors.ts";
 import {
@@ -34,6 +34,8 @@ export interface ProxyOptions {
   firstByteTimeoutMs: number;
   /** Seconds a client is told to wait in a 503's `Retry-After`. */
   retryAfterSeconds: number;
+  /** See {@linkcode PickInput.staleAfterMs}. */
+  staleAfterMs: number;
 }
 
 /** Error bodies from pods are small; anything longer is cut to keep memory bounded. */
@@ -146,6 +148,7 @@ class Proxy {
       now: Date.now(),
       exclude,
       turn: this.#turn++,
+      staleAfterMs: this.#options.staleAfterMs,
     });
   }
 
@@ -185,7 +188,10 @@ class Proxy {
     const followClient = () => abort.abort(request.signal.reason);
     if (!endLoad) request.signal.addEventListener("abort", followClient, { once: true });
     const runtime = this.#options.store.pods.peek().get(podName)?.runtime;
-    if (runtime) runtime.inflight++;
+    if (runtime) {
+      runtime.inflight++;
+      if (model !== undefined) runtime.lastSent.set(model, Date.now());
+    }
     let settled = false;
     const settle = () => {
       if (settled) return;

@@ -268,3 +268,31 @@ Deno.test("requests that name no model go to a ready pod", async () => {
   assert.equal(response.status, 200);
   assert.deepEqual(await response.json(), { version: "0.0.54" });
 });
+
+Deno.test("a copy idle past the pod's expiry is reloaded by one request at a time", async () => {
+  const expired = async (podIdleExpiryMs: number) => {
+    const world = await startWorld(
+      { pods: [{ models: ["qwen"], loaded: ["qwen"], loadDelayMs: 100 }] },
+      { podIdleExpiryMs },
+    );
+    const [pod] = world.cluster.pods;
+    // The pod unloads the model on its own (idle expiry) before the router's next poll.
+    await (await postJson(`${pod.url}/api/unload`, { model: "qwen" })).body?.cancel();
+    const responses = await Promise.all(
+      Array.from(
+        { length: 4 },
+        () => postJson(`${world.url}/api/generate`, { model: "qwen", prompt: "hi", stream: false }),
+      ),
+    );
+    for (const response of responses) {
+      assert.equal(response.status, 200);
+      await response.body?.cancel();
+    }
+    const orphaned = pod.orphanedWorkers;
+    await world[Symbol.asyncDispose]();
+    return orphaned;
+  };
+  // Trusting the stale poll, RKLlama would start a worker per request and leak all but one.
+  assert.ok(await expired(24 * 3_600_000) > 0);
+  assert.equal(await expired(1), 0);
+});

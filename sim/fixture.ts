@@ -33,7 +33,13 @@ export async function startWorld(
     () => undefined,
   );
   if (parsed.help) throw new Error("unreachable");
-  const router = await startRouter({ ...parsed.config, ...overrides });
+  // Polls are the test's to make (a 1 h interval), so loaded copies would all count
+  // as possibly expired under the default idle expiry; tests of that set their own.
+  const router = await startRouter({
+    ...parsed.config,
+    podIdleExpiryMs: 24 * 3_600_000,
+    ...overrides,
+  });
   return {
     router,
     cluster: sim,
@@ -115,7 +121,12 @@ export async function startKubeWorld(
     );
     if (parsed.help) throw new Error("unreachable");
     routers.push(
-      await startRouter({ ...parsed.config, identity: `router-${i}`, ...options.overrides }),
+      await startRouter({
+        ...parsed.config,
+        identity: `router-${i}`,
+        podIdleExpiryMs: 24 * 3_600_000,
+        ...options.overrides,
+      }),
     );
   }
   return {
