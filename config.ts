@@ -365,6 +365,8 @@ function parseValue(spec: FlagSpec, raw: string, source: string): unknown {
       if (ms === undefined || ms <= 0) {
         fail("a positive duration such as 500ms, 5s, 2m or 1h");
       }
+      // Timers fire at once past 2^31-1 ms (about 24.8 days).
+      if (ms! > MAX_TIMER_MS) fail("a duration of at most 24 days");
       return ms;
     }
     case "size": {
@@ -384,6 +386,8 @@ function parseValue(spec: FlagSpec, raw: string, source: string): unknown {
       return raw;
   }
 }
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const DURATION_UNITS: Record<string, number> = {
   ms: 1,

@@ -113,10 +113,11 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     poller,
     placement,
     async shutdown() {
+      // Stop taking requests first; the rest (Lease release included) follows.
+      await server.shutdown();
       await placement?.stop();
       poller.stop();
       await podWatch?.stop();
-      await server.shutdown();
     },
   };
 }

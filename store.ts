@@ -197,7 +197,7 @@ export class Store {
       const pod = next.get(result.pod);
       if (!pod) continue;
       if (result.ok) {
-        noteLoaded(pod.runtime, result.loaded, result.at);
+        noteLoaded(pod.runtime, result.loaded);
         // A model that shows up loaded has finished loading, whoever loaded it.
         const loading = new Map(
           [...pod.loading].filter(([model]) => !result.loaded.has(model)),
@@ -263,12 +263,35 @@ export class Store {
     });
   }
 
-  /** Takes the pod out of routing until `until` (epoch ms). */
+  /**
+   * Forgets that the pod has `model` loaded (every model when undefined) once the
+   * router has unloaded it, without waiting for the next poll: requests must not
+   * follow a copy that is gone, or each would make the pod load it again at once.
+   */
+  markUnloaded(podName: string, model?: string): void {
+    this.#update(podName, (pod) => {
+      const gone = model === undefined ? [...pod.loaded.keys()] : [model];
+      if (!gone.some((name) => pod.loaded.has(name))) return pod;
+      const loaded = new Map(pod.loaded);
+      for (const name of gone) {
+        loaded.delete(name);
+        pod.runtime.lastSent.delete(name);
+      }
+      return { ...pod, loaded };
+    });
+  }
+
+  /**
+   * Takes the pod out of routing until `until` (epoch ms). What it had loaded may
+   * be gone when it returns (a restarted container), so the first request for each
+   * model afterwards goes alone (see pick.ts).
+   */
   eject(podName: string, until: number, reason: string): void {
     const pod = this.#pods.peek().get(podName);
     if (!pod) return;
     pod.runtime.ejectedUntil = until;
     pod.runtime.ejectedReason = reason;
+    for (const model of pod.runtime.lastSent.keys()) pod.runtime.lastSent.set(model, 0);
   }
 
   #update(podName: string, change: (pod: PodRecord) => PodRecord): void {
@@ -285,13 +308,11 @@ export class Store {
 }
 
 /** Starts the idle clock of newly loaded models; forgets those no longer loaded. */
-function noteLoaded(
-  runtime: PodRuntime,
-  loaded: ReadonlyMap<string, PodModelEntry>,
-  at: number,
-): void {
+function noteLoaded(runtime: PodRuntime, loaded: ReadonlyMap<string, PodModelEntry>): void {
+  // A copy the router did not load may have been idle for any time already: its
+  // first request goes alone (pick.ts), then the clock is the router's own.
   for (const model of loaded.keys()) {
-    if (!runtime.lastSent.has(model)) runtime.lastSent.set(model, at);
+    if (!runtime.lastSent.has(model)) runtime.lastSent.set(model, 0);
   }
   for (const model of runtime.lastSent.keys()) {
     if (!loaded.has(model)) runtime.lastSent.delete(model);

@@ -129,12 +129,16 @@ export class Applier {
         outcome: "failed",
         message: error instanceof Error ? error.message : String(error),
       };
-    } finally {
-      store.setBusy(action.pod, "");
+    }
+    // Before the pod takes requests again, the store must show what it now holds:
+    // requests following a copy that is gone would each make the pod load it.
+    if (action.kind === "unload" && result.outcome === "done") {
+      store.markUnloaded(action.pod, action.model);
     }
     if (action.kind === "load") {
       store.finishLoading(action.pod, action.model, result.outcome === "done");
     }
+    store.setBusy(action.pod, "");
     this.#record({ action, ...result, at: Date.now(), durationMs: Date.now() - started });
     if (!this.#stopped.signal.aborted) await this.#options.repoll(action.pod);
   }
@@ -179,6 +183,14 @@ export class Applier {
     const key = keyOf(result.action);
     if (result.outcome === "done") {
       this.#failures.delete(key);
+    } else if (result.outcome === "postponed") {
+      // Not a failure, but asking again at once would drain the pod again at once.
+      const previous = this.#failures.get(key);
+      this.#failures.set(key, {
+        count: previous?.count ?? 0,
+        retryAt: Date.now() + this.#options.retryBaseMs,
+        refused: false,
+      });
     } else if (result.outcome === "failed" || result.outcome === "refused") {
       const count = (this.#failures.get(key)?.count ?? 0) + 1;
       const delay = Math.min(

@@ -39,6 +39,7 @@ export class LeaderElector {
   #holder = "";
   #lastError = "";
   #round: Promise<void> | undefined;
+  #roundNumber = 0;
 
   constructor(connection: KubeConnection, options: LeaderOptions) {
     this.#api = connection.config.makeApiClient(k8s.CoordinationV1Api);
@@ -114,15 +115,21 @@ export class LeaderElector {
   /** One election round: create, renew or take over the Lease, or follow. */
   async tryOnce(): Promise<void> {
     // A call that hangs (client-node on a dropped connection) must not stall the
-    // election: past the retry period the round is abandoned and tried again.
+    // election: past the renew deadline the round is abandoned, and if its answer
+    // comes later it is ignored (the round number has moved on).
+    const round = ++this.#roundNumber;
     try {
-      await withDeadline(this.#electionRound(), this.#options.renewDeadlineMs, "a Lease call");
+      await withDeadline(
+        this.#electionRound(round),
+        this.#options.renewDeadlineMs,
+        "a Lease call",
+      );
     } catch (error) {
       this.#lastError = describe(error);
     }
   }
 
-  async #electionRound(): Promise<void> {
+  async #electionRound(round: number): Promise<void> {
     const { namespace, name, identity } = this.#options;
     const durationSeconds = Math.max(1, Math.round(this.#options.leaseDurationMs / 1000));
     try {
@@ -142,7 +149,7 @@ export class LeaderElector {
             },
           },
         });
-        this.#won();
+        this.#won(round);
         return;
       }
       const spec = lease.spec ?? {};
@@ -153,7 +160,7 @@ export class LeaderElector {
       if (holder === identity) {
         lease.spec = { ...spec, renewTime: now, leaseDurationSeconds: durationSeconds };
         await this.#api.replaceNamespacedLease({ namespace, name, body: lease });
-        this.#won();
+        this.#won(round);
         return;
       }
       const heldFor = (spec.leaseDurationSeconds ?? durationSeconds) * 1000;
@@ -172,7 +179,7 @@ export class LeaderElector {
         leaseTransitions: (spec.leaseTransitions ?? 0) + 1,
       };
       await this.#api.replaceNamespacedLease({ namespace, name, body: lease });
-      this.#won();
+      this.#won(round);
     } catch (error) {
       // A conflict means another replica wrote first: it leads, this one follows.
       this.#lastError = describe(error);
@@ -194,7 +201,8 @@ export class LeaderElector {
     }
   }
 
-  #won(): void {
+  #won(round: number): void {
+    if (round !== this.#roundNumber || this.#stopped.signal.aborted) return;
     this.#lastRenew = Date.now();
     this.#holder = this.#options.identity;
     this.#lastError = "";

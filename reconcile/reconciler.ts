@@ -7,7 +7,7 @@
  */
 
 import { effect, signal } from "@preact/signals-core";
-import { isRoutable, type Store } from "../store.ts";
+import type { Store } from "../store.ts";
 import type { ConfigResult, DesiredConfig } from "./config.ts";
 import { type Plan, plan, type PlanPod } from "./plan.ts";
 import type { Applier } from "./apply.ts";
@@ -111,19 +111,21 @@ export class Reconciler {
     this.#pending = undefined;
     const config = this.#status.peek().config;
     if (!config) return this.#lastPlan;
-    const now = Date.now();
     const pods: PlanPod[] = this.#options.store.podList.peek().map((pod) => ({
       name: pod.name,
       node: pod.node,
-      // A pod busy with our own action stays in the plan, so its copy is counted.
-      routable: isRoutable(pod, now) || pod.busy !== "",
+      // Copies on a pod that is busy with our own action, or ejected for a few
+      // seconds after one failed connection, still count: re-placing them would
+      // cost a load now and an unload soon after. Only unready or unreachable
+      // pods lose their copies.
+      routable: pod.ready && pod.reachable,
       onDisk: new Set(pod.onDisk.keys()),
       loaded: new Set(pod.loaded.keys()),
       loading: new Set(pod.loading.keys()),
       inflight: pod.runtime.inflight,
     }));
     this.#lastPlan = plan(config, pods, { unloadUnmanaged: this.#options.unloadUnmanaged });
-    this.#lastPlanAt = now;
+    this.#lastPlanAt = Date.now();
     if (this.#options.isLeader()) this.#options.applier.submit(this.#lastPlan.actions);
     return this.#lastPlan;
   }

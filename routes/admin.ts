@@ -105,6 +105,9 @@ export function adminRoutes(options: AdminOptions): Hono {
     const results = await Promise.all(
       pods.map((pod) => forceUnload(pod, timeoutMs, c.req.raw.signal)),
     );
+    for (const result of results) {
+      if (result.success) store.markUnloaded(result.pod_name);
+    }
     await Promise.all(pods.map((pod) => options.repoll(pod.name)));
     const succeeded = results.filter((r) => r.success).length;
     return c.json({

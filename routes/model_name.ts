@@ -53,6 +53,44 @@ const MODEL_NAME_FIELD = new Set(["/load_model", "/unload_model"]);
 /** `/files/{model}/...`, `/v1/files/{model}/...` and `/api/modelfile/{model}[/...]`. */
 const PATH_MODEL = /^(\/files\/|\/v1\/files\/|\/api\/modelfile\/)([^/]+)(.*)$/;
 
+/**
+ * Paths on which RKLlama loads the model if it is not loaded (inside the request),
+ * so two of them at once could start two loads. Only these go through the cold
+ * gate; `/api/show` or `/files/...` on an unloaded model load nothing.
+ */
+const LOADS_MODEL = new Set([
+  "/api/chat",
+  "/api/generate",
+  "/api/embed",
+  "/api/embeddings",
+  "/api/load",
+  "/load_model",
+  "/v1/chat/completions",
+  "/v1/completions",
+  "/v1/embeddings",
+  "/v1/audio/speech",
+  "/v1/audio/transcriptions",
+  "/v1/audio/translations",
+]);
+
+/** Paths that unload one model (JSON `model`, `name` or `model_name`) on success. */
+const UNLOADS_MODEL = new Set(["/api/unload", "/unload_model", "/api/delete", "/rm"]);
+
+/** Paths that unload every model of the pod on success. */
+const UNLOADS_ALL = new Set(["/unload_models", "/force_unload_all"]);
+
+/** True when a request to `path` makes the pod load its model if needed. */
+export function loadsModel(path: string): boolean {
+  return LOADS_MODEL.has(path);
+}
+
+/** What a successful request to `path` unloads: one model, all, or nothing. */
+export function unloads(path: string): "model" | "all" | "none" {
+  if (UNLOADS_MODEL.has(path)) return "model";
+  if (UNLOADS_ALL.has(path)) return "all";
+  return "none";
+}
+
 /** True when the path cannot be served without a model. */
 export function needsModel(path: string): boolean {
   return MODEL_REQUIRED.has(path);

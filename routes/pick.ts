@@ -45,10 +45,10 @@ export interface PickInput {
 }
 
 /**
- * Chooses a pod: loaded copies first (fewest requests in flight, round-robin among
- * equals), then a pod the router is already loading the model on, then a loaded
- * copy that may have expired (sent as cold), then a pod with the model on disk
- * (fewest loaded models, then fewest in flight).
+ * Chooses a pod: loaded copies first (fewest requests in flight, then recently used
+ * ones, round-robin among equals; a copy idle past the pods' expiry is sent as
+ * cold), then a pod the router is already loading the model on, then a pod with
+ * the model on disk (fewest loaded models, then fewest in flight).
  *
  * @example
  * ```ts
@@ -68,14 +68,21 @@ export function pick(input: PickInput): Choice {
   }
   const fresh = (pod: PodRecord) =>
     now - (pod.runtime.lastSent.get(model) ?? 0) < input.staleAfterMs;
-  const loadedCopies = input.loadedOn.filter(usable);
-  const loaded = fewest(loadedCopies.filter(fresh), turn, (p) => p.runtime.inflight);
-  if (loaded) return { kind: "loaded", pod: loaded };
+  // A copy being (re)loaded by a request is not a copy to send more requests to yet.
+  const loadedCopies = input.loadedOn.filter((pod) => usable(pod) && !pod.loading.has(model));
+  const loaded = fewest(
+    loadedCopies,
+    turn,
+    (p) => p.runtime.inflight,
+    (p) => fresh(p) ? 0 : 1,
+  );
+  // The least busy copy may have expired: it is then sent one request, as if cold.
+  if (loaded) return { kind: fresh(loaded) ? "loaded" : "cold", pod: loaded };
   const onDisk = input.onDiskOn.filter(usable);
-  const loading = onDisk.find((pod) => pod.loading.has(model));
+  const loading = [...input.loadedOn, ...input.onDiskOn].find((pod) =>
+    usable(pod) && pod.loading.has(model)
+  );
   if (loading) return { kind: "follow", pod: loading };
-  const stale = fewest(loadedCopies, turn, (p) => p.runtime.inflight);
-  if (stale) return { kind: "cold", pod: stale };
   const cold = fewest(
     onDisk,
     turn,

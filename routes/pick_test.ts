@@ -150,12 +150,13 @@ Deno.test("pick() sends a request for a copy idle past the pod's expiry as cold,
   assert.equal(chosen(choose("qwen", pods)), "cold:a");
 });
 
-Deno.test("pick() prefers a recently used copy over one that may have expired", () => {
-  const pods = [
-    pod("a", { loaded: ["qwen"] }, { lastSent: NOW - 60_000 }),
-    pod("b", { loaded: ["qwen"] }, { lastSent: NOW - 1, inflight: 3 }),
-  ];
-  assert.equal(chosen(choose("qwen", pods)), "loaded:b");
+Deno.test("pick() prefers an idle copy that may have expired over a busy one, and a recent one among equals", () => {
+  const stale = pod("a", { loaded: ["qwen"] }, { lastSent: NOW - 60_000 });
+  const busy = pod("b", { loaded: ["qwen"] }, { lastSent: NOW - 1, inflight: 3 });
+  assert.equal(chosen(choose("qwen", [stale, busy])), "cold:a");
+  const recent = pod("c", { loaded: ["qwen"] }, { lastSent: NOW - 1 });
+  assert.equal(chosen(choose("qwen", [stale, recent])), "loaded:c");
+  assert.equal(chosen(choose("qwen", [stale, recent], { turn: 1 })), "loaded:c");
 });
 
 Deno.test("pick() makes requests follow a possibly expired copy while one request reloads it", () => {

@@ -14,10 +14,12 @@ import { errorResponse } from "./errors.ts";
 import {
   BadRequest,
   findModel,
+  loadsModel,
   type ModelSource,
   needsModel,
   replaceTopLevelString,
   resolveModel,
+  unloads,
 } from "./model_name.ts";
 import { downstreamHeaders, podErrorMessage, relayBody, upstreamHeaders } from "./upstream.ts";
 
@@ -92,9 +94,12 @@ class Proxy {
     const exclude = new Set<string>();
     for (let attempt = 1;; attempt++) {
       let choice = this.#choose(model, exclude);
-      if (choice.kind === "follow" && !this.#options.gate.has(choice.pod.name, model!)) {
-        // Marked loading by someone other than a request (an explicit load): there is
-        // nothing to wait on here, and the pod serves the model once its load is done.
+      if (
+        choice.kind === "follow" &&
+        (!loadsModel(path) || !this.#options.gate.has(choice.pod.name, model!))
+      ) {
+        // A request that loads nothing (/api/show, /files/...) need not wait for the
+        // load; nor is there anything to wait on for a load no request started.
         choice = { kind: "loaded", pod: choice.pod };
       }
       if (choice.kind === "follow") {
@@ -110,7 +115,7 @@ class Proxy {
       if (choice.kind === "not_found") return this.#unknownModel(path, model!);
       if (choice.kind === "unavailable") return this.#unavailable(path, choice.reason);
       const pod = choice.pod;
-      const endLoad = choice.kind === "cold"
+      const endLoad = choice.kind === "cold" && loadsModel(path)
         ? this.#options.gate.begin(pod.name, model!)
         : undefined;
       try {
@@ -190,7 +195,8 @@ class Proxy {
     const runtime = this.#options.store.pods.peek().get(podName)?.runtime;
     if (runtime) {
       runtime.inflight++;
-      if (model !== undefined) runtime.lastSent.set(model, Date.now());
+      // A cold request starts the idle clock once it is answered (finishLoading).
+      if (model !== undefined && !endLoad) runtime.lastSent.set(model, Date.now());
     }
     let settled = false;
     const settle = () => {
@@ -226,6 +232,11 @@ class Proxy {
         return errorResponse(url.pathname, 499, "the client went away");
       }
       request.signal.addEventListener("abort", followClient, { once: true });
+    }
+    const unloaded = unloads(url.pathname);
+    if (upstream.ok && unloaded !== "none") {
+      this.#options.store.markUnloaded(podName, unloaded === "all" ? undefined : model);
+      this.#options.repoll(podName);
     }
     const responseHeaders = downstreamHeaders(upstream.headers);
     log.debug("{method} {path} → {pod} {status}", {

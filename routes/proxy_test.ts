@@ -276,6 +276,8 @@ Deno.test("a copy idle past the pod's expiry is reloaded by one request at a tim
       { podIdleExpiryMs },
     );
     const [pod] = world.cluster.pods;
+    const warm = await postJson(`${world.url}/api/generate`, { model: "qwen", prompt: "hi" });
+    await warm.text();
     // The pod unloads the model on its own (idle expiry) before the router's next poll.
     await (await postJson(`${pod.url}/api/unload`, { model: "qwen" })).body?.cancel();
     const responses = await Promise.all(
@@ -295,4 +297,55 @@ Deno.test("a copy idle past the pod's expiry is reloaded by one request at a tim
   // Trusting the stale poll, RKLlama would start a worker per request and leak all but one.
   assert.ok(await expired(24 * 3_600_000) > 0);
   assert.equal(await expired(1), 0);
+});
+
+Deno.test("a request arriving while a possibly expired copy reloads waits for it", async () => {
+  await using world = await startWorld({
+    pods: [{ models: ["qwen"], loaded: ["qwen"], loadDelayMs: 100 }],
+  });
+  const [pod] = world.cluster.pods;
+  // The router did not load this copy, so it cannot know how long it has been idle.
+  await (await postJson(`${pod.url}/api/unload`, { model: "qwen" })).body?.cancel();
+  const first = postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT, stream: false });
+  await pod.waitFor((e) => e.type === "request" && e.path === "/api/chat");
+  const second = postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT, stream: false });
+  for (const response of await Promise.all([first, second])) {
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+  }
+  assert.equal(pod.orphanedWorkers, 0);
+});
+
+Deno.test("/api/show on a model that is not loaded leaves it not loaded", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"], loadDelayMs: 100 }] });
+  const [pod] = world.cluster.pods;
+  const show = await postJson(`${world.url}/api/show`, { name: "qwen" });
+  assert.equal(show.status, 200);
+  await show.body?.cancel();
+  assert.equal(world.router.store.loadedOn.value.get("qwen"), undefined);
+  const first = postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT, stream: false });
+  await pod.waitFor((e) => e.type === "request" && e.path === "/api/chat");
+  const second = postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT, stream: false });
+  for (const response of await Promise.all([first, second])) await response.body?.cancel();
+  assert.equal(pod.orphanedWorkers, 0);
+});
+
+Deno.test("an unload through the router is known at once, so the next requests reload it one at a time", async () => {
+  await using world = await startWorld({
+    pods: [{ models: ["qwen"], loaded: ["qwen"], loadDelayMs: 100 }],
+  });
+  const [pod] = world.cluster.pods;
+  await (await postJson(`${world.url}/api/generate`, { model: "qwen", prompt: "hi" })).text();
+  const unload = await postJson(`${world.url}/api/unload`, { model: "qwen" });
+  assert.equal(unload.status, 200);
+  await unload.body?.cancel();
+  assert.equal(world.router.store.loadedOn.value.get("qwen"), undefined);
+  const responses = await Promise.all(
+    Array.from(
+      { length: 3 },
+      () => postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT, stream: false }),
+    ),
+  );
+  for (const response of responses) await response.body?.cancel();
+  assert.equal(pod.orphanedWorkers, 0);
 });
