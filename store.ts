@@ -42,6 +42,12 @@ export interface PodIdentity {
 export interface PodRecord extends PodIdentity {
   /** Models on disk (`/api/tags`), by name. */
   onDisk: ReadonlyMap<string, PodModelEntry>;
+  /**
+   * Models `/v1/models` lists that `/api/tags` does not: image (`unet`), speech and
+   * transcription models. They are routed to like models on disk, but are not
+   * Ollama models, so `/api/tags` leaves them out.
+   */
+  otherModels: ReadonlySet<string>;
   /** Models loaded (`/api/ps`), by name. */
   loaded: ReadonlyMap<string, PodModelEntry>;
   /** Models the router is loading on the pod right now, with the epoch ms the load started. */
@@ -72,6 +78,7 @@ export type PollResult =
     at: number;
     onDisk: ReadonlyMap<string, PodModelEntry>;
     loaded: ReadonlyMap<string, PodModelEntry>;
+    otherModels: ReadonlySet<string>;
   }
   | { pod: string; ok: false; at: number; error: string };
 
@@ -127,9 +134,9 @@ export class Store {
     () => indexBy(this.#pods.value, (pod) => pod.loaded.keys()),
   );
 
-  /** Model → pods that have it on disk, in pod-name order. */
+  /** Model → pods that have it on disk (LLMs and other models), in pod-name order. */
   readonly onDiskOn: ReadonlySignal<ReadonlyMap<string, readonly PodRecord[]>> = computed(
-    () => indexBy(this.#pods.value, (pod) => pod.onDisk.keys()),
+    () => indexBy(this.#pods.value, (pod) => [...pod.onDisk.keys(), ...pod.otherModels]),
   );
 
   /** Every model name any pod has on disk or loaded. */
@@ -164,6 +171,7 @@ export class Store {
     const record: PodRecord = old && !moved ? { ...old, ...identity } : {
       ...identity,
       onDisk: new Map(),
+      otherModels: new Set(),
       loaded: new Map(),
       loading: new Map(),
       polled: false,
@@ -205,6 +213,7 @@ export class Store {
         next.set(pod.name, {
           ...pod,
           onDisk: result.onDisk,
+          otherModels: result.otherModels,
           loaded: result.loaded,
           loading,
           polled: true,

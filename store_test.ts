@@ -5,7 +5,14 @@ import { isRoutable, type PollResult, Store } from "./store.ts";
 const models = (...names: string[]) => new Map(names.map((n) => [n, { name: n, model: n }]));
 
 function okPoll(pod: string, onDisk: string[], loaded: string[]): PollResult {
-  return { pod, ok: true, at: 1, onDisk: models(...onDisk), loaded: models(...loaded) };
+  return {
+    pod,
+    ok: true,
+    at: 1,
+    onDisk: models(...onDisk),
+    loaded: models(...loaded),
+    otherModels: new Set(),
+  };
 }
 
 function storeWith(...names: string[]): Store {

@@ -1,8 +1,9 @@
 /**
  * @module
- * Asks every pod what it has on disk (`GET /api/tags`) and loaded (`GET /api/ps`),
- * all pods at once through a bounded pool, and writes each round to the store in
- * one update. Routing reads the store and never waits for a poll.
+ * Asks every pod what it has on disk (`GET /api/tags`, plus the image, speech and
+ * transcription models only `GET /v1/models` lists) and loaded (`GET /api/ps`), all
+ * pods at once through a bounded pool, and writes each round to the store in one
+ * update. Routing reads the store and never waits for a poll.
  */
 
 import type { PodModelEntry, PollResult, Store } from "../store.ts";
@@ -92,11 +93,13 @@ export class Poller {
       this.#stopped.signal,
     ]);
     try {
-      const [tags, ps] = await Promise.all([
+      const [tags, ps, openAI] = await Promise.all([
         fetchModels(`${url}/api/tags`, signal),
         fetchModels(`${url}/api/ps`, signal),
+        fetchOpenAIModels(`${url}/v1/models`, signal),
       ]);
-      return { pod: name, ok: true, at: Date.now(), onDisk: tags, loaded: ps };
+      const otherModels = new Set([...openAI].filter((id) => !tags.has(id)));
+      return { pod: name, ok: true, at: Date.now(), onDisk: tags, loaded: ps, otherModels };
     } catch (error) {
       const message = signal.aborted && !this.#stopped.signal.aborted
         ? `no answer within ${this.#options.timeoutMs} ms`
@@ -145,4 +148,28 @@ export async function fetchModels(
     if (typeof name === "string" && name !== "") models.set(name, entry as PodModelEntry);
   }
   return models;
+}
+
+/**
+ * The model ids of a pod's `/v1/models`, or none when it has no such list: only
+ * image, speech and transcription models are taken from it, so a pod without it
+ * still serves its LLMs.
+ */
+export async function fetchOpenAIModels(
+  url: string,
+  signal: AbortSignal,
+): Promise<ReadonlySet<string>> {
+  const response = await fetch(url, { signal, headers: { accept: "application/json" } });
+  if (!response.ok) {
+    await response.body?.cancel();
+    return new Set();
+  }
+  const parsed: unknown = await response.json().catch(() => undefined);
+  const data = (parsed as { data?: unknown })?.data;
+  if (!Array.isArray(data)) return new Set();
+  return new Set(
+    data.map((entry) => (entry as { id?: unknown })?.id).filter((id): id is string =>
+      typeof id === "string" && id !== ""
+    ),
+  );
 }

@@ -17,11 +17,11 @@ export function aggregateRoutes(store: Store): Hono {
   app.get("/api/ps", (c) => c.json({ models: loadedModels(store) }));
   app.get(
     "/v1/models",
-    (c) => c.json({ object: "list", data: onDiskModels(store).map(openAIModel) }),
+    (c) => c.json({ object: "list", data: openAIModels(store).map(openAIModel) }),
   );
   app.get("/v1/models/:id{.+}", (c) => {
     const id = c.req.param("id");
-    const models = onDiskModels(store);
+    const models = openAIModels(store);
     const name = resolveModel(id, new Set(models.map((m) => m.name)));
     const found = models.find((m) => m.name === name);
     if (!found) {
@@ -54,6 +54,21 @@ function onDiskModels(store: Store): NamedEntry[] {
     name,
     entry,
   }));
+}
+
+/** What `/v1/models` lists: the models on disk plus image, speech and transcription models. */
+function openAIModels(store: Store): NamedEntry[] {
+  const models = onDiskModels(store);
+  const names = new Set(models.map((model) => model.name));
+  for (const pod of servingPods(store)) {
+    for (const name of pod.otherModels) {
+      if (!names.has(name)) {
+        names.add(name);
+        models.push({ name, entry: {} });
+      }
+    }
+  }
+  return models.sort((a, b) => a.name.localeCompare(b.name));
 }
 
 function tagEntry({ name, entry }: NamedEntry): Record<string, unknown> {

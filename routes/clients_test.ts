@@ -15,7 +15,7 @@ const HI = [{ role: "user" as const, content: "hi" }];
 /** Requests a pod received other than the router's polls of `/api/tags` and `/api/ps`. */
 function clientRequests(pod: SimPod): SimEvent[] {
   return pod.events.filter((e) =>
-    e.type === "request" && e.path !== "/api/tags" && e.path !== "/api/ps"
+    e.type === "request" && !["/api/tags", "/api/ps", "/v1/models"].includes(e.path ?? "")
   );
 }
 

@@ -23,6 +23,7 @@ function pod(
     ready: state.ready ?? true,
     onDisk: entries([...(holds.onDisk ?? []), ...(holds.loaded ?? [])]),
     loaded: entries(holds.loaded ?? []),
+    otherModels: new Set(),
     loading: new Map((holds.loading ?? []).map((m) => [m, NOW])),
     polled: true,
     reachable: state.reachable ?? true,

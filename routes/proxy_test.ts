@@ -349,3 +349,23 @@ Deno.test("an unload through the router is known at once, so the next requests r
   for (const response of responses) await response.body?.cancel();
   assert.equal(pod.orphanedWorkers, 0);
 });
+
+Deno.test("image, speech and transcription models that only /v1/models lists are routed to", async () => {
+  await using world = await startWorld({
+    pods: [{ models: ["qwen"] }, { models: ["qwen", { name: "whisper-small", kind: "other" }] }],
+  });
+  const form = new FormData();
+  form.set("model", "whisper-small");
+  form.set("file", new Blob([new Uint8Array(10)]), "a.wav");
+  const response = await fetch(`${world.url}/v1/audio/transcriptions`, {
+    method: "POST",
+    body: form,
+  });
+  assert.equal(response.status, 200);
+  await response.body?.cancel();
+  assert.equal(requestsTo(world.cluster.pods[1], "/v1/audio/transcriptions").length, 1);
+  const tags = await (await fetch(`${world.url}/api/tags`)).json();
+  assert.deepEqual(tags.models.map((m: { name: string }) => m.name), ["qwen"]);
+  const models = await (await fetch(`${world.url}/v1/models`)).json();
+  assert.deepEqual(models.data.map((m: { id: string }) => m.id), ["qwen", "whisper-small"]);
+});

@@ -23,6 +23,11 @@ export interface SimModelSpec {
   size?: number;
   /** `details.parameter_size` (default: parsed from the name, as "1.5B", else "Unknown"). */
   parameterSize?: string;
+  /**
+   * `other` for image, speech and transcription models (a `unet`, whisper or piper
+   * directory): RKLlama lists them in `/v1/models` but not in `/api/tags` or `/api/ps`.
+   */
+  kind?: "llm" | "other";
 }
 
 /** How to start a simulated pod. */
@@ -491,6 +496,7 @@ interface DiskModel {
   size: number;
   parameterSize: string;
   quantizationLevel: string;
+  kind: "llm" | "other";
 }
 
 interface LoadedModel {
@@ -597,6 +603,7 @@ class Pod implements SimPod {
         size: spec.size ?? 2048,
         parameterSize: spec.parameterSize ?? parameterSizeFromName(spec.name),
         quantizationLevel: quantizationFromName(spec.name),
+        kind: spec.kind ?? "llm",
       });
     }
     const now = new Date();
@@ -1047,7 +1054,8 @@ class Pod implements SimPod {
   }
 
   #tags(): Response {
-    const models = [...this.#disk.values()].map((model) => ({
+    const llms = [...this.#disk.values()].filter((model) => model.kind === "llm");
+    const models = llms.map((model) => ({
       name: model.name,
       model: model.name,
       size: model.size,
@@ -1067,7 +1075,7 @@ class Pod implements SimPod {
     const models = [];
     for (const [name, loaded] of this.#loaded) {
       const disk = this.#disk.get(name);
-      if (!disk) continue;
+      if (!disk || disk.kind !== "llm") continue;
       const common = {
         name,
         model: name,
