@@ -30,6 +30,7 @@ export interface RouterConfig {
   identity: string;
   loadTimeoutMs: number;
   podIdleExpiryMs: number;
+  advertiseUrl: string;
 }
 
 /** A pod given on the command line instead of found through Kubernetes. */
@@ -154,6 +155,15 @@ export const FLAGS: readonly FlagSpec[] = [
     default: "",
     optional: true,
     help: "this replica's name in the Lease (default: random; set it to the pod name)",
+  },
+  {
+    flag: "advertise-url",
+    key: "advertiseUrl",
+    kind: "string",
+    default: "",
+    optional: true,
+    help:
+      "URL other router replicas reach this one at (e.g. http://$(POD_IP):8080); the leader takes their first requests for models not loaded yet",
   },
   {
     flag: "load-timeout",

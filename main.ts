@@ -66,12 +66,8 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   }
 
   await poller.pollAll();
-  const placement: Placement | undefined = await startPlacement({
-    store,
-    config,
-    connection,
-    repoll: (pod) => poller.repoll(pod),
-  });
+  // Placement starts once the server listens: its Lease publishes this replica's URL.
+  let placement: Placement | undefined;
 
   const app = new Hono();
   app.route("/", healthRoutes(store));
@@ -92,6 +88,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       retryAfterSeconds: Math.min(30, Math.max(1, Math.ceil(config.pollIntervalMs / 1000))),
       // The poll that would show the expiry can be a whole interval late, plus slack.
       staleAfterMs: Math.max(0, config.podIdleExpiryMs - config.pollIntervalMs - 30_000),
+      coldLoader: () => placement?.coldLoader(),
     }),
   );
   app.onError((error, c) => {
@@ -106,6 +103,13 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     onListen: () => {},
   }, app.fetch);
   const url = `http://${server.addr.hostname}:${server.addr.port}`;
+  const wildcard = ["0.0.0.0", "::", "[::]"].includes(config.host);
+  placement = await startPlacement({
+    store,
+    config: { ...config, advertiseUrl: config.advertiseUrl || (wildcard ? "" : url) },
+    connection,
+    repoll: (pod) => poller.repoll(pod),
+  });
   log.info("listening on {url}", { url, pods: store.pods.peek().size });
   return {
     url,

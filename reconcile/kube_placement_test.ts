@@ -93,3 +93,45 @@ Deno.test("an invalid ConfigMap is refused with a Warning Event and the last goo
   assert.equal(plan.config.valid, false);
   assert.deepEqual(plan.config.models.map((m: { name: string }) => m.name), ["qwen"]);
 });
+
+Deno.test("replicas hand the first requests for a model not loaded to the leader, so a pod loads it once", async () => {
+  await using world = await startKubeWorld(
+    { pods: [{ models: ["qwen"], loadDelayMs: 200 }] },
+    { routers: 2 },
+  );
+  world.kube.apply(
+    "configmaps",
+    configMapObject("rkllama-model-config", {
+      "models.yaml": "models: {}\n",
+    }),
+  );
+  const placements = world.routers.map((router) => router.placement!);
+  const leader = await Promise.race(
+    placements.map((p) => becomes(p.leading, true).then(() => p)),
+  );
+  const follower = placements.find((p) => p !== leader)!;
+  // The follower learns the leader's URL from the Lease on its next election round.
+  await world.kube.waitForRequest((r) => r.method === "GET" && r.path.includes("/leases/"), {
+    since: world.kube.requests.length,
+  });
+  await world.kube.waitForRequest((r) => r.method === "GET" && r.path.includes("/leases/"), {
+    since: world.kube.requests.length,
+  });
+  assert.ok(follower.coldLoader());
+  const [pod] = world.cluster.pods;
+  const responses = await Promise.all(
+    world.routers.flatMap((router) =>
+      Array.from({ length: 3 }, () =>
+        fetch(`${router.url}/api/generate`, {
+          method: "POST",
+          body: JSON.stringify({ model: "qwen", prompt: "hi", stream: false }),
+        }))
+    ),
+  );
+  for (const response of responses) {
+    assert.equal(response.status, 200);
+    assert.equal((await response.json()).response, "Hello world!");
+  }
+  assert.equal(pod.orphanedWorkers, 0);
+  assert.equal(pod.events.filter((e) => e.type === "loaded").length, 1);
+});

@@ -25,7 +25,12 @@ export interface LeaderOptions {
   leaseDurationMs?: number;
   renewDeadlineMs?: number;
   retryPeriodMs?: number;
+  /** Where other replicas reach this one, published on the Lease while it leads ("" for none). */
+  advertiseUrl?: string;
 }
+
+/** The Lease annotation that carries the leader's URL. */
+export const LEADER_URL_ANNOTATION = "rkllama-router/url";
 
 /** Takes part in the election until stopped. */
 export class LeaderElector {
@@ -40,6 +45,7 @@ export class LeaderElector {
   #lastError = "";
   #round: Promise<void> | undefined;
   #roundNumber = 0;
+  #leaderUrl = "";
 
   constructor(connection: KubeConnection, options: LeaderOptions) {
     this.#api = connection.config.makeApiClient(k8s.CoordinationV1Api);
@@ -47,6 +53,7 @@ export class LeaderElector {
       leaseDurationMs: 15_000,
       renewDeadlineMs: 10_000,
       retryPeriodMs: 2_000,
+      advertiseUrl: "",
       ...options,
     };
   }
@@ -62,6 +69,21 @@ export class LeaderElector {
   /** A signal of {@linkcode LeaderElector.isLeader}, for whoever reacts to changes. */
   get leading(): ReadonlySignal<boolean> {
     return this.#leading;
+  }
+
+  /**
+   * The leader's URL as it published it, when another replica leads and has not
+   * let its Lease lapse; else "".
+   */
+  get leaderUrl(): string {
+    if (this.#leading.peek() || this.#holder === "" || this.#leaderUrl === "") return "";
+    return this.#leaderUrl === this.#options.advertiseUrl ? "" : this.#leaderUrl;
+  }
+
+  #annotations(): Record<string, string> {
+    return this.#options.advertiseUrl === ""
+      ? {}
+      : { [LEADER_URL_ANNOTATION]: this.#options.advertiseUrl };
   }
 
   /** Who holds the Lease as last seen, and the last error talking to the API. */
@@ -139,7 +161,7 @@ export class LeaderElector {
         await this.#api.createNamespacedLease({
           namespace,
           body: {
-            metadata: { name, namespace },
+            metadata: { name, namespace, annotations: this.#annotations() },
             spec: {
               holderIdentity: identity,
               leaseDurationSeconds: durationSeconds,
@@ -155,6 +177,11 @@ export class LeaderElector {
       const spec = lease.spec ?? {};
       const holder = spec.holderIdentity ?? "";
       this.#holder = holder;
+      this.#leaderUrl = lease.metadata?.annotations?.[LEADER_URL_ANNOTATION] ?? "";
+      lease.metadata = {
+        ...lease.metadata,
+        annotations: { ...lease.metadata?.annotations, ...this.#annotations() },
+      };
       const record = JSON.stringify([holder, spec.renewTime, spec.leaseDurationSeconds]);
       if (record !== this.#observed.record) this.#observed = { record, at: Date.now() };
       if (holder === identity) {

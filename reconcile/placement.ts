@@ -30,6 +30,8 @@ export interface Placement {
   applier: Applier;
   /** The operator's view for `/router/plan` and `/router/status`. */
   view(): Record<string, unknown>;
+  /** The leading replica's URL when another replica leads, else undefined. */
+  coldLoader(): string | undefined;
   /** Whether this replica may act, as a signal (always true in static mode). */
   leading: ReadonlySignal<boolean>;
   /** Reads the models file again now (the ConfigMap is watched and needs no help). */
@@ -50,6 +52,7 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
       namespace: config.namespace,
       name: config.leaseName,
       identity,
+      advertiseUrl: config.advertiseUrl,
     })
     : undefined;
   const applier = new Applier({
@@ -96,6 +99,7 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
     reconciler,
     applier,
     leading: elector?.leading ?? signal(true),
+    coldLoader: () => elector?.leaderUrl || undefined,
     view() {
       const status = reconciler.status;
       const { plan, at } = reconciler.lastPlan;

@@ -38,7 +38,20 @@ export interface ProxyOptions {
   retryAfterSeconds: number;
   /** See {@linkcode PickInput.staleAfterMs}. */
   staleAfterMs: number;
+  /**
+   * The URL of the replica that makes cold loads, when that is another router
+   * replica; undefined when this one makes them (it leads, or runs alone).
+   */
+  coldLoader?: () => string | undefined;
 }
+
+/**
+ * Marks a request one replica passed to the leader, which must not pass it on again.
+ * The cold gate is per process: two replicas could each send the first request for
+ * a model to one pod, and RKLlama would start two workers. So only the leader sends
+ * cold requests; the others hand theirs to it.
+ */
+const FORWARDED = "x-rkllama-router-forwarded";
 
 /** Error bodies from pods are small; anything longer is cut to keep memory bounded. */
 const MAX_ERROR_BODY = 64 * 1024;
@@ -115,6 +128,13 @@ class Proxy {
       if (choice.kind === "not_found") return this.#unknownModel(path, model!);
       if (choice.kind === "unavailable") return this.#unavailable(path, choice.reason);
       const pod = choice.pod;
+      if (choice.kind === "cold" && loadsModel(path) && !request.headers.has(FORWARDED)) {
+        const leader = this.#options.coldLoader?.();
+        if (leader) {
+          const answer = await this.#toLeader(request, url, body, leader);
+          if (answer) return answer;
+        }
+      }
       const endLoad = choice.kind === "cold" && loadsModel(path)
         ? this.#options.gate.begin(pod.name, model!)
         : undefined;
@@ -282,6 +302,51 @@ class Proxy {
       status: upstream.status,
       statusText: upstream.statusText,
       headers: responseHeaders,
+    });
+  }
+
+  /** Hands a cold request to the leading replica; undefined if it cannot be reached. */
+  async #toLeader(
+    request: Request,
+    url: URL,
+    body: Uint8Array<ArrayBuffer> | null,
+    leader: string,
+  ): Promise<Response | undefined> {
+    const headers = upstreamHeaders(request.headers);
+    headers.set(FORWARDED, "1");
+    let answer: Response;
+    try {
+      answer = await fetch(leader + url.pathname + url.search, {
+        method: request.method,
+        headers,
+        body,
+        redirect: "manual",
+        signal: request.signal,
+      });
+    } catch (error) {
+      if (request.signal.aborted) return errorResponse(url.pathname, 499, "the client went away");
+      log.warn("the leading replica {leader} cannot be reached ({error}); loading here", {
+        leader,
+        error: describe(error),
+      });
+      return undefined;
+    }
+    if (!answer.body) {
+      return new Response(null, {
+        status: answer.status,
+        headers: downstreamHeaders(answer.headers),
+      });
+    }
+    const relayed = relayBody(
+      answer.body,
+      answer.headers.get("content-type") ?? "",
+      (error) => `the leading replica failed mid-stream: ${describe(error)}`,
+      () => {},
+    );
+    return new Response(relayed, {
+      status: answer.status,
+      statusText: answer.statusText,
+      headers: downstreamHeaders(answer.headers),
     });
   }
 
