@@ -66,14 +66,19 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   }
 
   await poller.pollAll();
-  // Placement starts once the server listens: its Lease publishes this replica's URL.
-  let placement: Placement | undefined;
+  // Placement starts once the server listens (its Lease publishes this replica's
+  // URL); the routes read it through this holder.
+  const started: { placement?: Placement } = {};
 
   const app = new Hono();
   app.route("/", healthRoutes(store));
   app.route(
     "/",
-    adminRoutes({ store, repoll: (pod) => poller.repoll(pod), placement: () => placement?.view() }),
+    adminRoutes({
+      store,
+      repoll: (pod) => poller.repoll(pod),
+      placement: () => started.placement?.view(),
+    }),
   );
   app.route("/", aggregateRoutes(store));
   app.route(
@@ -88,7 +93,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       retryAfterSeconds: Math.min(30, Math.max(1, Math.ceil(config.pollIntervalMs / 1000))),
       // The poll that would show the expiry can be a whole interval late, plus slack.
       staleAfterMs: Math.max(0, config.podIdleExpiryMs - config.pollIntervalMs - 30_000),
-      coldLoader: () => placement?.coldLoader(),
+      coldLoader: () => started.placement?.coldLoader(),
     }),
   );
   app.onError((error, c) => {
@@ -104,12 +109,13 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   }, app.fetch);
   const url = `http://${server.addr.hostname}:${server.addr.port}`;
   const wildcard = ["0.0.0.0", "::", "[::]"].includes(config.host);
-  placement = await startPlacement({
+  const placement = await startPlacement({
     store,
     config: { ...config, advertiseUrl: config.advertiseUrl || (wildcard ? "" : url) },
     connection,
     repoll: (pod) => poller.repoll(pod),
   });
+  started.placement = placement;
   log.info("listening on {url}", { url, pods: store.pods.peek().size });
   return {
     url,

@@ -8,7 +8,7 @@
 import { Hono } from "hono";
 import type { Store } from "../store.ts";
 import { logger } from "../log.ts";
-import { type Choice, pick, type PickInput } from "./pick.ts";
+import { type Choice, pick } from "./pick.ts";
 import { ColdGate, QueueFull } from "./cold_gate.ts";
 import { errorResponse } from "./errors.ts";
 import {
@@ -36,7 +36,7 @@ export interface ProxyOptions {
   firstByteTimeoutMs: number;
   /** Seconds a client is told to wait in a 503's `Retry-After`. */
   retryAfterSeconds: number;
-  /** See {@linkcode PickInput.staleAfterMs}. */
+  /** See `PickInput.staleAfterMs` in pick.ts. */
   staleAfterMs: number;
   /**
    * The URL of the replica that makes cold loads, when that is another router
