@@ -252,6 +252,18 @@ export const FLAGS: readonly FlagSpec[] = [
   },
 ];
 
+/**
+ * Variables other than the flags' `ROUTER_*` that the router reads: where the
+ * Kubernetes API is (in-cluster, or a kubeconfig). The binary may read these and
+ * no others (libraries asking for more find nothing: `--ignore-env`).
+ */
+export const OTHER_ENV = [
+  "KUBERNETES_SERVICE_HOST",
+  "KUBERNETES_SERVICE_PORT",
+  "KUBECONFIG",
+  "HOME",
+] as const;
+
 /** The environment variable that stands for a flag: `--poll-interval` → `ROUTER_POLL_INTERVAL`. */
 export function envName(flag: string): string {
   return "ROUTER_" + flag.toUpperCase().replaceAll("-", "_");

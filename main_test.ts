@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { FLAGS } from "./config.ts";
+import { envName, FLAGS, OTHER_ENV } from "./config.ts";
 import { startSimCluster } from "./sim/cluster.ts";
 import { configMapObject, podObject, startFakeKube } from "./sim/kube.ts";
 
@@ -42,6 +42,17 @@ async function listeningUrl(stdout: ReadableStream<Uint8Array>): Promise<string>
   }
   throw new Error(`the router exited before listening; it wrote: ${buffer}`);
 }
+
+Deno.test("the start task lets the router read exactly the variables it reads, and no others", async () => {
+  const flags = await startTaskFlags();
+  const allowEnv = flags.find((flag) => flag.startsWith("--allow-env="));
+  assert.ok(allowEnv, "the start task must list the variables it reads");
+  assert.deepEqual(
+    allowEnv.slice("--allow-env=".length).split(",").sort(),
+    [...FLAGS.map((spec) => envName(spec.flag)), ...OTHER_ENV].sort(),
+  );
+  assert.ok(flags.includes("--ignore-env"), "libraries' own reads must find nothing");
+});
 
 Deno.test("--help prints every flag and exits 0", async () => {
   const output = await (await routerProcess(["--help"])).output();
