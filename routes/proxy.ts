@@ -191,7 +191,7 @@ class Proxy {
     let path = url.pathname;
     let outgoing: BodyInit | null = body;
     if (model !== undefined && source.from !== "none" && source.value !== model) {
-      ({ path, outgoing } = rewriteModel(source, model, path, body, headers));
+      ({ path, outgoing } = await rewriteModel(source, model, path, body, headers));
     } else if (source.from === "json" && !isJsonLabelled(headers)) {
       // `curl -d '{...}'` labels JSON as a form, fetch() as text/plain; FastAPI pods
       // refuse both with 422, Flask pods ignore the label. Say what it is.
@@ -375,15 +375,24 @@ class Proxy {
  * Sends the pod the name it knows (it does not resolve `:latest`) while keeping
  * every other byte of the body as the client sent it.
  */
-function rewriteModel(
+async function rewriteModel(
   source: ModelSource,
   model: string,
   path: string,
   body: Uint8Array<ArrayBuffer> | null,
   headers: Headers,
-): { path: string; outgoing: BodyInit | null } {
+): Promise<{ path: string; outgoing: BodyInit | null }> {
   if (source.from === "path") {
     return { path: source.prefix + encodeURIComponent(model) + source.rest, outgoing: body };
+  }
+  if (source.from === "form" && body) {
+    // A multipart body is rebuilt with the field changed; fetch writes a new boundary.
+    const form = await new Response(body, {
+      headers: { "content-type": headers.get("content-type") ?? "" },
+    }).formData();
+    form.set("model", model);
+    headers.delete("content-type");
+    return { path, outgoing: form };
   }
   if (source.from === "json" && body) {
     const text = new TextDecoder().decode(body);

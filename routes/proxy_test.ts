@@ -214,6 +214,20 @@ Deno.test("a multipart transcription is routed by its form field, with the file 
   assert.equal(requestsTo(world.cluster.pods[1], "/v1/audio/transcriptions").length, 1);
 });
 
+Deno.test("a multipart model named x:latest reaches the pod as the name it knows, file intact", async () => {
+  await using world = await startWorld({ pods: [{ models: ["whisper"], loaded: ["whisper"] }] });
+  const form = new FormData();
+  form.set("model", "library/whisper:latest");
+  form.set("file", new Blob([new Uint8Array(777)], { type: "audio/wav" }), "a.wav");
+  const response = await fetch(`${world.url}/v1/audio/transcriptions`, {
+    method: "POST",
+    body: form,
+  });
+  assert.equal(response.status, 200);
+  assert.match((await response.json()).text, /777 bytes/);
+  assert.equal(requestsTo(world.cluster.pods[0], "/v1/audio/transcriptions")[0].model, "whisper");
+});
+
 Deno.test("files are routed by the model in their path", async () => {
   await using world = await startWorld({ pods: [{ models: ["qwen"] }, { models: ["sd"] }] });
   const response = await fetch(`${world.url}/files/sd/images/a.png`);
