@@ -11,7 +11,8 @@ export type ModelSource =
   | { from: "json"; key: string; value: string }
   | { from: "form"; value: string }
   | { from: "path"; value: string; prefix: string; rest: string }
-  | { from: "none" };
+  /** `json`: the body is a JSON object all the same (its label may say otherwise). */
+  | { from: "none"; json?: boolean };
 
 /** A request that cannot be routed as sent; `status` is the HTTP status to answer with. */
 export class BadRequest extends Error {
@@ -123,9 +124,8 @@ export async function findModel(
     }
     return { from: "path", value, prefix: inPath[1], rest: inPath[3] };
   }
-  if (MODEL_IS_NOT_A_NAME.has(path) || body === null || body.length === 0) {
-    return { from: "none" };
-  }
+  if (body === null || body.length === 0) return { from: "none" };
+  if (MODEL_IS_NOT_A_NAME.has(path)) return { from: "none", json: isJsonObject(body) };
   const type = contentType.split(";")[0].trim().toLowerCase();
   if (type === "multipart/form-data") return await findFormModel(contentType, body);
   if (type !== "" && type !== "application/json" && !type.endsWith("+json")) {
@@ -166,6 +166,11 @@ async function findFormModel(
   return value === "" ? { from: "none" } : { from: "form", value };
 }
 
+function isJsonObject(body: Uint8Array<ArrayBuffer>): boolean {
+  const parsed = tryParseJson(body);
+  return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed);
+}
+
 function modelFromJson(path: string, parsed: unknown): ModelSource {
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     if (MODEL_REQUIRED.has(path)) {
@@ -184,7 +189,7 @@ function modelFromJson(path: string, parsed: unknown): ModelSource {
     if (value === "") continue;
     return { from: "json", key, value };
   }
-  return { from: "none" };
+  return { from: "none", json: true };
 }
 
 function jsonType(value: unknown): string {

@@ -36,7 +36,10 @@ Deno.test("findModel() reads JSON that curl -d labelled as a form", async () => 
 
 Deno.test("findModel() does not treat /api/pull's download source as a model", async () => {
   const body = json({ model: "owner/repo/file.rkllm" });
-  assert.deepEqual(await findModel("/api/pull", "application/json", body), { from: "none" });
+  assert.deepEqual(await findModel("/api/pull", "application/x-www-form-urlencoded", body), {
+    from: "none",
+    json: true,
+  });
 });
 
 Deno.test("findModel() reads the multipart form field model", async () => {

@@ -192,7 +192,10 @@ class Proxy {
     let outgoing: BodyInit | null = body;
     if (model !== undefined && source.from !== "none" && source.value !== model) {
       ({ path, outgoing } = await rewriteModel(source, model, path, body, headers));
-    } else if (source.from === "json" && !isJsonLabelled(headers)) {
+    } else if (
+      (source.from === "json" || (source.from === "none" && source.json)) &&
+      !isJsonLabelled(headers)
+    ) {
       // `curl -d '{...}'` labels JSON as a form, fetch() as text/plain; FastAPI pods
       // refuse both with 422, Flask pods ignore the label. Say what it is.
       headers.set("content-type", "application/json");

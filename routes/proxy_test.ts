@@ -383,3 +383,23 @@ Deno.test("image, speech and transcription models that only /v1/models lists are
   const models = await (await fetch(`${world.url}/v1/models`)).json();
   assert.deepEqual(models.data.map((m: { id: string }) => m.id), ["qwen", "whisper-small"]);
 });
+
+Deno.test("JSON that curl -d labels as a form reaches the pod labelled as JSON, model or not", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
+  const [pod] = world.cluster.pods;
+  for (
+    const [path, body] of [["/api/pull", '{"model":"owner/repo/file.rkllm"}'], [
+      "/api/generate",
+      '{"model":"qwen","prompt":"hi","stream":false}',
+    ]]
+  ) {
+    const response = await fetch(`${world.url}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body,
+    });
+    await response.body?.cancel();
+    const seen = requestsTo(pod, path)[0];
+    assert.equal(seen.headers?.["content-type"], "application/json", path);
+  }
+});
