@@ -144,6 +144,26 @@ export class Store {
     () => new Set([...this.onDiskOn.value.keys(), ...this.loadedOn.value.keys()]),
   );
 
+  readonly #pendingNodes = signal<ReadonlySet<string>>(new Set());
+
+  /**
+   * Nodes that run an RKLlama pod, including pods not in the store yet because
+   * they have no IP (a DaemonSet rollout): a placement config may name them.
+   */
+  readonly nodeNames: ReadonlySignal<ReadonlySet<string>> = computed(() =>
+    new Set(
+      [...[...this.#pods.value.values()].map((pod) => pod.node), ...this.#pendingNodes.value]
+        .filter((node) => node !== ""),
+    )
+  );
+
+  /** Records the nodes of pods that discovery sees but cannot route to yet. */
+  setPendingNodes(nodes: ReadonlySet<string>): void {
+    const current = this.#pendingNodes.peek();
+    if (current.size === nodes.size && [...nodes].every((node) => current.has(node))) return;
+    this.#pendingNodes.value = nodes;
+  }
+
   /** Pods in name order, for stable listings. */
   readonly podList: ReadonlySignal<readonly PodRecord[]> = computed(() =>
     [...this.#pods.value.values()].sort((a, b) => a.name.localeCompare(b.name))

@@ -101,3 +101,9 @@ Deno.test("an ejected pod comes back when its time is up", () => {
   assert.equal(isRoutable(store.pods.value.get("a")!, 99), false);
   assert.equal(isRoutable(store.pods.value.get("a")!, 100), true);
 });
+
+Deno.test("nodeNames holds the nodes of routable pods and of pods discovery cannot route to yet", () => {
+  const store = storeWith("a");
+  store.setPendingNodes(new Set(["board-b"]));
+  assert.deepEqual([...store.nodeNames.value].sort(), ["a", "board-b"]);
+});

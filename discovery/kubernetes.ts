@@ -159,6 +159,8 @@ export class PodWatch {
     const identity = podIdentity(pod, this.#options.podPort);
     if (!identity) {
       this.#store.removePod(name);
+      const node = pod.spec?.nodeName;
+      if (node) this.#store.setPendingNodes(new Set([...this.#store.nodeNames.peek(), node]));
       return;
     }
     const before = this.#store.pods.peek().get(name);
@@ -171,6 +173,12 @@ export class PodWatch {
 
   #replaceAll(pods: readonly k8s.V1Pod[]): void {
     const listed = new Set<string>();
+    this.#store.setPendingNodes(
+      new Set(
+        pods.filter((pod) => !pod.status?.podIP).map((pod) => pod.spec?.nodeName ?? "")
+          .filter((node) => node !== ""),
+      ),
+    );
     for (const pod of pods) {
       if (pod.metadata?.name) listed.add(pod.metadata.name);
       this.#upsert(pod);

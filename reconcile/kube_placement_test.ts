@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { effect } from "@preact/signals-core";
 import type { ReadonlySignal } from "@preact/signals-core";
-import { startKubeWorld } from "../sim/fixture.ts";
-import { configMapObject } from "../sim/kube.ts";
+import { startKubeWorld, storeReaches } from "../sim/fixture.ts";
+import { configMapObject, podObject } from "../sim/kube.ts";
 
 function becomes(value: ReadonlySignal<boolean>, wanted: boolean): Promise<void> {
   const reached = Promise.withResolvers<void>();
@@ -134,4 +134,30 @@ Deno.test("replicas hand the first requests for a model not loaded to the leader
   }
   assert.equal(pod.orphanedWorkers, 0);
   assert.equal(pod.events.filter((e) => e.type === "loaded").length, 1);
+});
+
+Deno.test("a config may pin a node whose RKLlama pod has no IP yet", async () => {
+  await using world = await startKubeWorld({ pods: [{ models: ["qwen"] }] });
+  world.kube.apply(
+    "pods",
+    podObject({ name: "rk-new", labels: { app: "rkllama" }, node: "board-x", phase: "Pending" }),
+  );
+  const [router] = world.routers;
+  await storeReaches(router.store, (s) => s.nodeNames.value.has("board-x"));
+  world.kube.apply(
+    "configmaps",
+    configMapObject("rkllama-model-config", {
+      "models.yaml": "models:\n  qwen:\n    nodes: [board-x]\n",
+    }),
+  );
+  const { statusSignal } = router.placement!.reconciler;
+  const read = Promise.withResolvers<void>();
+  const dispose = effect(() => {
+    if (statusSignal.value.config !== undefined) read.resolve();
+  });
+  await read.promise;
+  dispose();
+  const plan = await (await fetch(`${router.url}/router/plan`)).json();
+  assert.equal(plan.config.valid, true);
+  assert.deepEqual(plan.config.models[0].nodes, ["board-x"]);
 });

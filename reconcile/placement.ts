@@ -61,7 +61,7 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
     loadTimeoutMs: config.loadTimeoutMs,
   });
   const take = (text: ConfigText) => {
-    const nodes = new Set([...store.pods.peek().values()].map((pod) => pod.node).filter(Boolean));
+    const nodes = store.nodeNames.peek();
     const result: ConfigResult = "text" in text
       ? parseModelsConfig(text.text, nodes, text.key)
       : { ok: false, error: text.missing };

@@ -6,7 +6,7 @@
  * Followers plan too, so `/router/plan` shows the same picture on every replica.
  */
 
-import { effect, signal } from "@preact/signals-core";
+import { effect, type ReadonlySignal, signal } from "@preact/signals-core";
 import type { Store } from "../store.ts";
 import type { ConfigResult, DesiredConfig } from "./config.ts";
 import { type Plan, plan, type PlanPod } from "./plan.ts";
@@ -56,6 +56,11 @@ export class Reconciler {
   /** The config in force and the newest document's error. */
   get status(): ConfigStatus {
     return this.#status.peek();
+  }
+
+  /** {@linkcode Reconciler.status} as a signal, for whoever waits on a change. */
+  get statusSignal(): ReadonlySignal<ConfigStatus> {
+    return this.#status;
   }
 
   /** The latest plan and when it was made. */
