@@ -3,6 +3,7 @@ import { effect } from "@preact/signals-core";
 import type { ReadonlySignal } from "@preact/signals-core";
 import { startKubeWorld, storeReaches } from "../sim/fixture.ts";
 import { configMapObject, podObject } from "../sim/kube.ts";
+import type { Placement } from "./placement.ts";
 
 function becomes(value: ReadonlySignal<boolean>, wanted: boolean): Promise<void> {
   const reached = Promise.withResolvers<void>();
@@ -10,6 +11,11 @@ function becomes(value: ReadonlySignal<boolean>, wanted: boolean): Promise<void>
     if (value.value === wanted) reached.resolve();
   });
   return reached.promise.finally(dispose);
+}
+
+/** The placement of the replica that wins the election. */
+function firstToLead(placements: Placement[]): Promise<Placement> {
+  return Promise.race(placements.map((p) => becomes(p.leading, true).then(() => p)));
 }
 
 Deno.test("of two router replicas exactly one, the Lease holder, loads the ConfigMap's models", async () => {
@@ -23,9 +29,7 @@ Deno.test("of two router replicas exactly one, the Lease holder, loads the Confi
     }),
   );
   const placements = world.routers.map((router) => router.placement!);
-  const leader = await Promise.race(
-    placements.map((p) => becomes(p.leading, true).then(() => p)),
-  );
+  const leader = await firstToLead(placements);
   const follower = placements.find((p) => p !== leader)!;
   await Promise.race(
     world.cluster.pods.map((pod) => pod.waitFor((e) => e.type === "loaded")),
@@ -51,9 +55,7 @@ Deno.test("when the leader stops it releases the Lease and the other replica tak
     }),
   );
   const placements = world.routers.map((router) => router.placement!);
-  const leader = await Promise.race(
-    placements.map((p) => becomes(p.leading, true).then(() => p)),
-  );
+  const leader = await firstToLead(placements);
   const other = world.routers[placements.indexOf(leader) === 0 ? 1 : 0];
   await world.routers[placements.indexOf(leader)].shutdown();
   await becomes(other.placement!.leading, true);
@@ -106,9 +108,7 @@ Deno.test("replicas hand the first requests for a model not loaded to the leader
     }),
   );
   const placements = world.routers.map((router) => router.placement!);
-  const leader = await Promise.race(
-    placements.map((p) => becomes(p.leading, true).then(() => p)),
-  );
+  const leader = await firstToLead(placements);
   const follower = placements.find((p) => p !== leader)!;
   // The follower learns the leader's URL from the Lease on its next election round.
   await world.kube.waitForRequest((r) => r.method === "GET" && r.path.includes("/leases/"), {

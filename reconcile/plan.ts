@@ -140,6 +140,16 @@ interface ModelPlan {
  * How many models each pod will hold once the actions planned so far have run, so
  * two models competing for the same pods spread out.
  */
+function actionFor(
+  kind: Action["kind"],
+  pod: PlanPod,
+  model: string,
+  reason: string,
+  priority: number,
+): Action {
+  return { kind, pod: pod.name, node: pod.node, model, reason, priority };
+}
+
 class Holdings {
   readonly #count = new Map<string, number>();
 
@@ -181,14 +191,7 @@ function replicated(
   const have = pods.filter((pod) => counts(pod, name)).length;
   const reason = `${name} wants ${replicasText(want)} and has ${have}`;
   const act = (kind: Action["kind"], pod: PlanPod) =>
-    held.record({
-      kind,
-      pod: pod.name,
-      node: pod.node,
-      model: name,
-      reason,
-      priority: model.priority,
-    });
+    held.record(actionFor(kind, pod, name, reason, model.priority));
   const actions: Action[] = [];
   const problems: string[] = [];
   if (have < want) {
@@ -245,14 +248,7 @@ function pinned(
 ): ModelPlan {
   const name = model.name;
   const act = (kind: Action["kind"], pod: PlanPod, reason: string) =>
-    held.record({
-      kind,
-      pod: pod.name,
-      node: pod.node,
-      model: name,
-      reason,
-      priority: model.priority,
-    });
+    held.record(actionFor(kind, pod, name, reason, model.priority));
   const actions: Action[] = [];
   const problems: string[] = [];
   for (const node of nodes) {
@@ -307,14 +303,15 @@ function unloadUnmanaged(
     [...pod.loaded]
       .filter((model) => !managed.has(model) && unloadable(pod, model))
       .map((model) =>
-        held.record({
-          kind: "unload",
-          pod: pod.name,
-          node: pod.node,
-          model,
-          reason: `${model} is not in models.yaml and unmanaged models are unloaded`,
-          priority: -Infinity,
-        })
+        held.record(
+          actionFor(
+            "unload",
+            pod,
+            model,
+            `${model} is not in models.yaml and unmanaged models are unloaded`,
+            -Infinity,
+          ),
+        )
       )
   ).sort(byModel);
 }
