@@ -40,7 +40,7 @@ export const DEMO_CLUSTER: SimClusterOptions = {
       flavor: "fl",
       models: [
         { name: "phi-3-mini", size: 2_500_000_000, parameterSize: "3.8B" },
-        { name: "whisper-small", size: 500_000_000 },
+        { name: "whisper-small", size: 500_000_000, kind: "other" },
       ],
       loadDelayMs: 3000,
       tokenDelayMs: 80,
