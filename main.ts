@@ -17,6 +17,7 @@ import { aggregateRoutes } from "./routes/aggregate.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { errorResponse } from "./routes/errors.ts";
+import { requestIds } from "./routes/request_id.ts";
 import { logger, setupLogging } from "./log.ts";
 
 const log = logger("main");
@@ -71,6 +72,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   const started: { placement?: Placement } = {};
 
   const app = new Hono();
+  app.use(requestIds());
   app.route("/", healthRoutes(store));
   app.route(
     "/",

@@ -11,6 +11,7 @@ import { logger } from "../log.ts";
 import { type Choice, pick } from "./pick.ts";
 import { ColdGate, QueueFull } from "./cold_gate.ts";
 import { errorResponse } from "./errors.ts";
+import { requestIdOf } from "./request_id.ts";
 import {
   BadRequest,
   findModel,
@@ -188,6 +189,8 @@ class Proxy {
     endLoad: ((succeeded: boolean) => void) | undefined,
   ): Promise<Response> {
     const headers = upstreamHeaders(request.headers);
+    const requestId = requestIdOf(request);
+    if (requestId) headers.set("x-request-id", requestId);
     let path = url.pathname;
     let outgoing: BodyInit | null = body;
     if (model !== undefined && source.from !== "none" && source.value !== model) {
@@ -262,17 +265,24 @@ class Proxy {
       this.#options.repoll(podName);
     }
     const responseHeaders = downstreamHeaders(upstream.headers);
-    log.debug("{method} {path} → {pod} {status}", {
-      method: request.method,
-      path: url.pathname,
-      model,
-      pod: podName,
-      status: upstream.status,
-      ttfbMs: Math.round(performance.now() - started),
-    });
+    const ttfbMs = Math.round(performance.now() - started);
+    const logRequest = (bytes: number, outcome: string) =>
+      log.info("{method} {path} {status} via {pod}", {
+        method: request.method,
+        path: url.pathname,
+        model,
+        pod: podName,
+        status: upstream.status,
+        outcome,
+        durationMs: Math.round(performance.now() - started),
+        ttfbMs,
+        bytes,
+        requestId,
+      });
     if (upstream.status >= 400 && isApiPath(url.pathname)) {
       const text = await readLimited(upstream.body, MAX_ERROR_BODY);
       settle();
+      logRequest(text.length, "error");
       return errorResponse(
         url.pathname,
         upstream.status,
@@ -282,6 +292,7 @@ class Proxy {
     }
     if (!upstream.body) {
       settle();
+      logRequest(0, "done");
       return new Response(null, { status: upstream.status, headers: responseHeaders });
     }
     const relayed = relayBody(
@@ -290,6 +301,7 @@ class Proxy {
       (error) => `pod ${podName} failed mid-stream: ${describe(error)}`,
       (end) => {
         settle();
+        logRequest(end.bytes, end.kind);
         if (end.kind === "failed") {
           log.warn("stream from pod {pod} failed after {bytes} bytes", {
             pod: podName,

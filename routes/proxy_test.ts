@@ -403,3 +403,24 @@ Deno.test("JSON that curl -d labels as a form reaches the pod labelled as JSON, 
     assert.equal(seen.headers?.["content-type"], "application/json", path);
   }
 });
+
+Deno.test("a request id is kept or made, passed to the pod, and returned to the client", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
+  const [pod] = world.cluster.pods;
+  const kept = await postJson(`${world.url}/api/generate`, { model: "qwen", prompt: "hi" }, {
+    headers: { "content-type": "application/json", "x-request-id": "req-42" },
+  });
+  await kept.body?.cancel();
+  assert.equal(kept.headers.get("x-request-id"), "req-42");
+  assert.equal(requestsTo(pod, "/api/generate")[0].headers?.["x-request-id"], "req-42");
+  const made = await postJson(`${world.url}/api/generate`, { model: "qwen", prompt: "hi" }, {
+    headers: { "content-type": "application/json", "x-request-id": "not a token" },
+  });
+  await made.body?.cancel();
+  const id = made.headers.get("x-request-id")!;
+  assert.match(id, /^[0-9a-f-]{36}$/);
+  assert.equal(requestsTo(pod, "/api/generate")[1].headers?.["x-request-id"], id);
+  const tags = await fetch(`${world.url}/api/tags`);
+  await tags.body?.cancel();
+  assert.match(tags.headers.get("x-request-id")!, /^[0-9a-f-]{36}$/);
+});

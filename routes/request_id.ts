@@ -1,0 +1,29 @@
+/**
+ * @module
+ * Request ids: a client's `X-Request-Id` is kept when it is a plain token, else a
+ * new one is made; the proxy passes it to the pod, and every response carries it,
+ * so one id follows a request through the router's logs and the pod's.
+ */
+
+import type { MiddlewareHandler } from "hono";
+
+const ids = new WeakMap<Request, string>();
+
+/** A header value safe to log and to pass on: no spaces, quotes or control characters. */
+const PLAIN_TOKEN = /^[A-Za-z0-9._:\-]{1,128}$/;
+
+/** The id of a request that went through {@linkcode requestIds}; "" otherwise. */
+export function requestIdOf(request: Request): string {
+  return ids.get(request) ?? "";
+}
+
+/** Hono middleware that gives every request an id and returns it as `X-Request-Id`. */
+export function requestIds(): MiddlewareHandler {
+  return async (c, next) => {
+    const given = c.req.header("x-request-id") ?? "";
+    const id = PLAIN_TOKEN.test(given) ? given : crypto.randomUUID();
+    ids.set(c.req.raw, id);
+    await next();
+    c.res.headers.set("x-request-id", id);
+  };
+}
