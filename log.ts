@@ -42,3 +42,17 @@ export async function setupLogging(level: LogLevel): Promise<void> {
     ],
   });
 }
+
+/**
+ * An error in one line for a log or a message: its message, the cause's (Deno's
+ * fetch hides "Connection refused" there), and an HTTP status when it has one.
+ */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) {
+    const cause = error.cause instanceof Error ? `: ${error.cause.message}` : "";
+    const status = (error as { code?: unknown }).code ??
+      (error as { statusCode?: unknown }).statusCode;
+    return `${error.message}${cause}${typeof status === "number" ? ` (HTTP ${status})` : ""}`;
+  }
+  return String(error);
+}

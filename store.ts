@@ -59,8 +59,6 @@ export interface PodRecord extends PodIdentity {
   failedPolls: number;
   lastPollAt: number;
   lastPollError: string;
-  /** The pod's `/api/version`, when known. */
-  version: string;
   /**
    * An explicit load or unload the router is running on the pod, or "". A FastAPI
    * pod answers nothing meanwhile, polls included, so it gets no requests and its
@@ -199,7 +197,6 @@ export class Store {
       failedPolls: 0,
       lastPollAt: 0,
       lastPollError: "",
-      version: "",
       busy: "",
       runtime: old?.runtime ??
         { inflight: 0, ejectedUntil: 0, ejectedReason: "", lastSent: new Map() },
@@ -255,11 +252,6 @@ export class Store {
       }
     }
     this.#set(next);
-  }
-
-  /** Records the pod's `/api/version`. */
-  setVersion(podName: string, version: string): void {
-    this.#update(podName, (pod) => pod.version === version ? pod : { ...pod, version });
   }
 
   /** Marks the pod busy with an explicit action (`description`), or not busy with "". */

@@ -8,7 +8,7 @@
  */
 
 import * as k8s from "@kubernetes/client-node";
-import { logger } from "../log.ts";
+import { describeError as describe, logger } from "../log.ts";
 
 const log = logger("kubernetes");
 
@@ -204,17 +204,6 @@ export async function withDeadline<T>(
 
 function isTimeout(error: unknown): boolean {
   return error instanceof Error && error.name === "TimeoutError";
-}
-
-/** A client-node error in one line, with its HTTP status when it has one. */
-export function describe(error: unknown): string {
-  if (error instanceof Error) {
-    const cause = error.cause instanceof Error ? `: ${error.cause.message}` : "";
-    const status = (error as { code?: unknown }).code ??
-      (error as { statusCode?: unknown }).statusCode;
-    return `${error.message}${cause}${typeof status === "number" ? ` (HTTP ${status})` : ""}`;
-  }
-  return String(error);
 }
 
 function delay(ms: number, signal: AbortSignal): Promise<void> {

@@ -12,8 +12,8 @@
 import * as k8s from "@kubernetes/client-node";
 import { type ReadonlySignal, signal } from "@preact/signals-core";
 import type { KubeConnection } from "../discovery/kubernetes.ts";
-import { describe, withDeadline } from "../discovery/list_watch.ts";
-import { logger } from "../log.ts";
+import { withDeadline } from "../discovery/list_watch.ts";
+import { describeError as describe, logger } from "../log.ts";
 
 const log = logger("leader");
 

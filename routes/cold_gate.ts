@@ -60,13 +60,6 @@ export class ColdGate {
     return this.#loads.has(keyOf(pod, model));
   }
 
-  /** Requests now waiting on loads, over all models. */
-  get waiting(): number {
-    let total = 0;
-    for (const load of this.#loads.values()) total += load.waiting;
-    return total;
-  }
-
   /**
    * Resolves when the load of `model` on `pod` ends (either way).
    *

@@ -30,7 +30,6 @@ function pod(
     failedPolls: 0,
     lastPollAt: NOW,
     lastPollError: "",
-    version: "",
     busy: "",
     runtime: {
       inflight: state.inflight ?? 0,

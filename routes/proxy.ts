@@ -7,7 +7,7 @@
 
 import { Hono } from "hono";
 import type { Store } from "../store.ts";
-import { logger } from "../log.ts";
+import { describeError as describe, logger } from "../log.ts";
 import { type Choice, pick } from "./pick.ts";
 import { ColdGate, QueueFull } from "./cold_gate.ts";
 import { errorResponse } from "./errors.ts";
@@ -486,13 +486,4 @@ async function readLimited(
     // A pod that fails while sending its error: show what arrived.
   }
   return text.slice(0, limit);
-}
-
-function describe(error: unknown): string {
-  if (error instanceof Error) {
-    // Deno's fetch errors nest the useful part ("Connection refused") in the cause.
-    const cause = error.cause instanceof Error ? `: ${error.cause.message}` : "";
-    return error.message + cause;
-  }
-  return String(error);
 }
