@@ -16,6 +16,10 @@ import { proxyRoutes } from "./routes/proxy.ts";
 import { aggregateRoutes } from "./routes/aggregate.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { healthRoutes } from "./routes/health.ts";
+import { ModelActivity } from "./routes/model_activity.ts";
+import { routerStatusFeed } from "./routes/status_feed.ts";
+import { eventRoutes } from "./routes/events.ts";
+import { renderSections, uiRoutes } from "./routes/ui.tsx";
 import { errorResponse } from "./routes/errors.ts";
 import { requestIds } from "./routes/request_id.ts";
 import { logger, setupLogging } from "./log.ts";
@@ -70,10 +74,21 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   // Placement starts once the server listens (its Lease publishes this replica's
   // URL); the routes read it through this holder.
   const started: { placement?: Placement } = {};
+  const activity = new ModelActivity();
+  // No admin token exists yet (issue 6 adds --admin-token): the page only asks to confirm.
+  const adminTokenRequired = false;
+  const feed = routerStatusFeed({
+    store,
+    placement: () => started.placement,
+    activity,
+    adminTokenRequired,
+  });
 
   const app = new Hono();
   app.use(requestIds());
   app.route("/", healthRoutes(store));
+  app.route("/", uiRoutes({ feed, adminTokenRequired }));
+  app.route("/", eventRoutes({ feed, render: renderSections }));
   app.route(
     "/",
     adminRoutes({
@@ -96,6 +111,10 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       // The poll that would show the expiry can be a whole interval late, plus slack.
       staleAfterMs: Math.max(0, config.podIdleExpiryMs - config.pollIntervalMs - 30_000),
       coldLoader: () => started.placement?.coldLoader(),
+      // Only models a pod has: a client's made-up name must not grow the counters.
+      onAnswered: (model, ttfbMs) => {
+        if (store.modelNames.peek().has(model)) activity.record(model, ttfbMs, Date.now());
+      },
     }),
   );
   app.onError((error, c) => {

@@ -9,6 +9,7 @@
  * disabled") is reported and not asked again.
  */
 
+import { type ReadonlySignal, signal } from "@preact/signals-core";
 import type { Store } from "../store.ts";
 import type { Action } from "./plan.ts";
 import { podErrorMessage } from "../routes/upstream.ts";
@@ -56,6 +57,7 @@ export class Applier {
   readonly #recent: ActionResult[] = [];
   readonly #stopped = new AbortController();
   readonly #tasks = new Set<Promise<void>>();
+  readonly #changes = signal(0);
 
   constructor(options: ApplierOptions) {
     this.#options = {
@@ -76,6 +78,11 @@ export class Applier {
     return this.#recent;
   }
 
+  /** Counts changes of {@linkcode running} and {@linkcode recent}, for whoever shows them live. */
+  get changes(): ReadonlySignal<number> {
+    return this.#changes;
+  }
+
   /**
    * Starts every action whose pod is free and which is not waiting out a retry
    * delay; the others are left for a later call (the planner asks again).
@@ -93,9 +100,11 @@ export class Applier {
       const task = this.#execute(action).finally(() => {
         this.#running.delete(action.pod);
         this.#tasks.delete(task);
+        this.#changes.value = this.#changes.peek() + 1;
       });
       this.#tasks.add(task);
     }
+    if (started.length > 0) this.#changes.value = this.#changes.peek() + 1;
     return started;
   }
 

@@ -5,12 +5,13 @@
  * the applier and the reconcile loop, plus the operator's view of all of it.
  */
 
-import { effect, type ReadonlySignal, signal } from "@preact/signals-core";
+import { computed, effect, type ReadonlySignal, signal } from "@preact/signals-core";
 import type { RouterConfig } from "../config.ts";
 import type { KubeConnection } from "../discovery/kubernetes.ts";
 import type { Store } from "../store.ts";
-import { type ConfigResult, parseModelsConfig } from "./config.ts";
-import { Applier } from "./apply.ts";
+import { type ConfigResult, type ModelPlacement, parseModelsConfig } from "./config.ts";
+import { type ActionResult, Applier } from "./apply.ts";
+import type { Action, Plan } from "./plan.ts";
 import { Reconciler } from "./reconciler.ts";
 import { LeaderElector } from "./leader.ts";
 import { ConfigMapSource, type ConfigText, ModelsFileSource } from "./sources.ts";
@@ -24,12 +25,28 @@ export interface PlacementOptions {
   connection?: KubeConnection;
 }
 
+/** The operator's view of placement, as `/router/plan` shows it. */
+export type PlacementView = {
+  config: { source: string; valid: boolean; error: string | null; models: ModelPlacement[] };
+  leader: { identity: string; holder: string; leader: boolean; error: string };
+  plan: { at: string | null } & Plan;
+  /** Actions in progress, one per pod. */
+  running: readonly Action[];
+  /** The last results, newest first, with `at` as an ISO time. */
+  recent: (Omit<ActionResult, "at"> & { at: string })[];
+};
+
 /** Running placement. */
 export interface Placement {
   reconciler: Reconciler;
   applier: Applier;
   /** The operator's view for `/router/plan` and `/router/status`. */
-  view(): Record<string, unknown>;
+  view(): PlacementView;
+  /**
+   * Changes whenever {@linkcode Placement.view} may have (config, plan, actions,
+   * leadership), for whoever shows it live; the Lease holder's name is only polled.
+   */
+  changes: ReadonlySignal<unknown>;
   /** The leading replica's URL when another replica leads, else undefined. */
   coldLoader(): string | undefined;
   /** Whether this replica may act, as a signal (always true in static mode). */
@@ -95,10 +112,17 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
     ? setInterval(() => void source.read(), config.syncIntervalMs)
     : undefined;
 
+  const leading = elector?.leading ?? signal(true);
   return {
     reconciler,
     applier,
-    leading: elector?.leading ?? signal(true),
+    leading,
+    changes: computed(() => [
+      reconciler.statusSignal.value,
+      reconciler.lastPlanSignal.value,
+      applier.changes.value,
+      leading.value,
+    ]),
     coldLoader: () => elector?.leaderUrl || undefined,
     view() {
       const status = reconciler.status;

@@ -43,8 +43,10 @@ export interface ReconcilerOptions {
 export class Reconciler {
   readonly #options: ReconcilerOptions;
   readonly #status = signal<ConfigStatus>({ source: "", config: undefined, error: "", at: 0 });
-  #lastPlan: Plan = { actions: [], models: [], warnings: [] };
-  #lastPlanAt = 0;
+  readonly #lastPlan = signal<{ plan: Plan; at: number }>({
+    plan: { actions: [], models: [], warnings: [] },
+    at: 0,
+  });
   #dispose: (() => void) | undefined;
   #timer: ReturnType<typeof setInterval> | undefined;
   #pending: ReturnType<typeof setTimeout> | undefined;
@@ -65,7 +67,12 @@ export class Reconciler {
 
   /** The latest plan and when it was made. */
   get lastPlan(): { plan: Plan; at: number } {
-    return { plan: this.#lastPlan, at: this.#lastPlanAt };
+    return this.#lastPlan.peek();
+  }
+
+  /** {@linkcode Reconciler.lastPlan} as a signal, for whoever shows it live. */
+  get lastPlanSignal(): ReadonlySignal<{ plan: Plan; at: number }> {
+    return this.#lastPlan;
   }
 
   /**
@@ -115,7 +122,7 @@ export class Reconciler {
     clearTimeout(this.#pending);
     this.#pending = undefined;
     const config = this.#status.peek().config;
-    if (!config) return this.#lastPlan;
+    if (!config) return this.#lastPlan.peek().plan;
     const pods: PlanPod[] = this.#options.store.podList.peek().map((pod) => ({
       name: pod.name,
       node: pod.node,
@@ -129,10 +136,10 @@ export class Reconciler {
       loading: new Set(pod.loading.keys()),
       inflight: pod.runtime.inflight,
     }));
-    this.#lastPlan = plan(config, pods, { unloadUnmanaged: this.#options.unloadUnmanaged });
-    this.#lastPlanAt = Date.now();
-    if (this.#options.isLeader()) this.#options.applier.submit(this.#lastPlan.actions);
-    return this.#lastPlan;
+    const next = plan(config, pods, { unloadUnmanaged: this.#options.unloadUnmanaged });
+    this.#lastPlan.value = { plan: next, at: Date.now() };
+    if (this.#options.isLeader()) this.#options.applier.submit(next.actions);
+    return next;
   }
 
   /** Many store changes arrive together (a poll round, a burst of pod events). */

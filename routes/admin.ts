@@ -125,6 +125,7 @@ export function adminRoutes(options: AdminOptions): Hono {
       "/router/models",
       "/router/plan",
       "/router/force_unload_all",
+      "/router/events",
     ];
     if (known.includes(c.req.path)) {
       return errorResponse(c.req.path, 405, `${c.req.method} is not allowed on ${c.req.path}`);

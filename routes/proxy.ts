@@ -44,6 +44,8 @@ export interface ProxyOptions {
    * replica; undefined when this one makes them (it leads, or runs alone).
    */
   coldLoader?: () => string | undefined;
+  /** Told of every answer from a pod for a named model, with its time to first byte. */
+  onAnswered?: (model: string, ttfbMs: number) => void;
 }
 
 /**
@@ -266,6 +268,7 @@ class Proxy {
     }
     const responseHeaders = downstreamHeaders(upstream.headers);
     const ttfbMs = Math.round(performance.now() - started);
+    if (model !== undefined) this.#options.onAnswered?.(model, ttfbMs);
     const logRequest = (bytes: number, outcome: string) =>
       log.info("{method} {path} {status} via {pod}", {
         method: request.method,
