@@ -17,7 +17,7 @@ import { aggregateRoutes } from "./routes/aggregate.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { ModelActivity } from "./routes/model_activity.ts";
-import { routerStatusFeed } from "./routes/status_feed.ts";
+import { routerSnapshot, StatusFeed } from "./routes/status_feed.ts";
 import { eventRoutes } from "./routes/events.ts";
 import { renderSections, uiRoutes } from "./routes/ui.tsx";
 import { errorResponse } from "./routes/errors.ts";
@@ -77,12 +77,9 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   const activity = new ModelActivity();
   // No admin token exists yet (issue 6 adds --admin-token): the page only asks to confirm.
   const adminTokenRequired = false;
-  const feed = routerStatusFeed({
-    store,
-    placement: () => started.placement,
-    activity,
-    adminTokenRequired,
-  });
+  const feed = new StatusFeed(
+    routerSnapshot({ store, placement: () => started.placement, activity, adminTokenRequired }),
+  );
 
   const app = new Hono();
   app.use(requestIds());

@@ -8,7 +8,7 @@
  * re-read by a slow refresh instead).
  */
 
-import { computed, effect, signal } from "@preact/signals-core";
+import { computed, effect, type ReadonlySignal, signal } from "@preact/signals-core";
 import type { Store } from "../store.ts";
 import type { Placement } from "../reconcile/placement.ts";
 import type { ModelActivity } from "./model_activity.ts";
@@ -32,6 +32,7 @@ export class StatusFeed {
   readonly #refreshMs: number;
   readonly #listeners = new Set<StatusListener>();
   #stop: (() => void) | undefined;
+  readonly #active = signal(false);
   #latest: { snapshot: StatusSnapshot; json: string } | undefined;
 
   /**
@@ -49,8 +50,8 @@ export class StatusFeed {
   }
 
   /** True while someone listens (the effect and the refresh timer are running). */
-  get active(): boolean {
-    return this.#stop !== undefined;
+  get active(): ReadonlySignal<boolean> {
+    return this.#active;
   }
 
   /**
@@ -68,6 +69,7 @@ export class StatusFeed {
       this.#stop?.();
       this.#stop = undefined;
       this.#latest = undefined;
+      this.#active.value = false;
     };
   }
 
@@ -101,10 +103,11 @@ export class StatusFeed {
       clearInterval(refresh);
       clearTimeout(pending);
     };
+    this.#active.value = true;
   }
 }
 
-/** What {@linkcode routerStatusFeed} reads. */
+/** What {@linkcode routerSnapshot} reads. */
 export interface RouterFeedSources {
   store: Store;
   /** Placement once started, or undefined (static mode without a models file, or not yet). */
@@ -113,13 +116,10 @@ export interface RouterFeedSources {
   adminTokenRequired: boolean;
 }
 
-/** The router's feed: the store, placement and the per-model counters. */
-export function routerStatusFeed(
-  sources: RouterFeedSources,
-  timing?: StatusFeedTiming,
-): StatusFeed {
+/** The router's snapshot builder: the store, placement and the per-model counters. */
+export function routerSnapshot(sources: RouterFeedSources): () => StatusSnapshot {
   const { store, activity } = sources;
-  return new StatusFeed(() => {
+  return () => {
     const placement = sources.placement();
     placement?.changes.value;
     const now = Date.now();
@@ -131,5 +131,5 @@ export function routerStatusFeed(
       adminTokenRequired: sources.adminTokenRequired,
       now,
     });
-  }, timing);
+  };
 }
