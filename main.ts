@@ -142,7 +142,10 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     placement,
     async shutdown() {
       // Stop taking requests first; the rest (Lease release included) follows.
-      await server.shutdown();
+      // Event streams never end by themselves, so they are ended here (pages reconnect).
+      const stopped = server.shutdown();
+      feed.close();
+      await stopped;
       await placement?.stop();
       poller.stop();
       await podWatch?.stop();

@@ -46,7 +46,7 @@ export function eventRoutes(options: EventOptions): Hono {
             ? JSON.stringify({ now, sections: options.render(snapshot) })
             : `{"now":${now},${json.slice(1)}`;
           send(`event: ${html ? "html" : "status"}\ndata: ${data}\n\n`);
-        });
+        }, () => close());
         const heartbeat = setInterval(
           () => send(": keep-alive\n\n"),
           options.heartbeatMs ?? 15_000,

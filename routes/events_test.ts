@@ -178,3 +178,11 @@ Deno.test("/router/events?view=html sends the status page's sections rendered", 
   assert.match(sections.pods, /data-pod="a"/);
   await events.return(undefined);
 });
+
+Deno.test("the router's shutdown ends open event streams instead of waiting on them", async () => {
+  await using world = await startWorld({ pods: [{ name: "a", models: ["qwen"] }] });
+  const events = sseEvents(await fetch(`${world.url}/router/events`));
+  await next(events, "status");
+  await within(world.router.shutdown(), "shutdown");
+  assert.equal((await within(events.next(), "end of stream")).done, true);
+});

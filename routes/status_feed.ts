@@ -30,7 +30,7 @@ export class StatusFeed {
   readonly #build: () => StatusSnapshot;
   readonly #debounceMs: number;
   readonly #refreshMs: number;
-  readonly #listeners = new Set<StatusListener>();
+  readonly #listeners = new Map<StatusListener, () => void>();
   #stop: (() => void) | undefined;
   readonly #active = signal(false);
   #latest: { snapshot: StatusSnapshot; json: string } | undefined;
@@ -56,11 +56,12 @@ export class StatusFeed {
 
   /**
    * Calls `listener` at once with the current snapshot, then with each one that
-   * differs from the last pushed. Returns the unsubscribe function; the last one
-   * out stops the effect and the timer.
+   * differs from the last pushed, until unsubscribed or {@linkcode close}d (then
+   * `onClose` is called). Returns the unsubscribe function; the last one out
+   * stops the effect and the timer.
    */
-  subscribe(listener: StatusListener): () => void {
-    this.#listeners.add(listener);
+  subscribe(listener: StatusListener, onClose: () => void = () => {}): () => void {
+    this.#listeners.set(listener, onClose);
     if (!this.#stop) this.#start();
     const latest = this.#latest!;
     listener(latest.snapshot, latest.json);
@@ -71,6 +72,14 @@ export class StatusFeed {
       this.#latest = undefined;
       this.#active.value = false;
     };
+  }
+
+  /**
+   * Ends every subscription, e.g. on shutdown: an open event stream is a request
+   * in flight, and a graceful server shutdown would wait for it forever.
+   */
+  close(): void {
+    for (const onClose of [...this.#listeners.values()]) onClose();
   }
 
   #start(): void {
@@ -86,7 +95,7 @@ export class StatusFeed {
       const json = JSON.stringify(snapshot);
       if (json === this.#latest?.json) return;
       this.#latest = { snapshot, json };
-      for (const listener of [...this.#listeners]) listener(snapshot, json);
+      for (const listener of [...this.#listeners.keys()]) listener(snapshot, json);
     };
     const dispose = effect(() => {
       const snapshot = current.value;

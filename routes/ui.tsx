@@ -229,7 +229,7 @@ function PodCard({ pod, now }: { pod: PodView; now: number }) {
         )
         : ""}
       <div class="row">
-        <span class="label">on disk</span>
+        <span class="label">also on disk</span>
         {idle.length === 0 ? <span class="muted">nothing else</span> : ""}
         {idle.map((model) => <span key={model} class="chip off">{model}</span>)}
       </div>
@@ -344,7 +344,7 @@ function Reconciler({ view, now }: { view: ReconcilerView | null; now: number })
         ? (
           <pre class="error" data-config-error>
             {view.error}
-            {"\n"}The last good config stays in force.
+            {"\n"}Nothing changes until it is fixed: the last good config, if any, stays in force.
           </pre>
         )
         : ""}
