@@ -269,7 +269,7 @@ function Models({ models, now }: { models: ModelView[]; now: number }) {
           {models.map((model) => (
             <tr key={model.name} data-model={model.name}>
               <td>
-                <span class="pod-name">{model.name}</span>
+                <span class="model-name">{model.name}</span>
                 {model.priority ? <div class="muted">priority {model.priority}</div> : ""}
               </td>
               <td>{model.want ?? <span class="muted">not in config</span>}</td>
@@ -290,7 +290,7 @@ function Models({ models, now }: { models: ModelView[]; now: number }) {
                   </span>
                 ))}
                 {model.loadedOn.length + model.loadingOn.length === 0
-                  ? <span class="muted">on disk on {model.onDiskOn.length} pods</span>
+                  ? <span class="muted">{onDiskText(model.onDiskOn.length)}</span>
                   : ""}
               </td>
               <td class="n">{model.requestsPerMinute}</td>
@@ -415,6 +415,11 @@ function Actions(props: { actions: ActionView[]; empty: string; note?: string })
       </ul>
     </>
   );
+}
+
+function onDiskText(pods: number): string {
+  if (pods === 0) return "on no pod's disk";
+  return `not loaded; on disk on ${pods} ${pods === 1 ? "pod" : "pods"}`;
 }
 
 /** Elapsed time in words, as the page's script writes it. */

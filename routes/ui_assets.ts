@@ -19,6 +19,7 @@ body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-seri
 header{position:sticky;top:0;z-index:1;background:var(--card);border-bottom:1px solid var(--line);
 padding:.6rem 1rem;display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:center}
 header h1{font-size:1.05rem;margin:0}
+@media (max-width:40rem){header{position:static}}
 main{padding:1rem;max-width:90rem;margin:0 auto}
 h2{font-size:1rem;margin:1.4rem 0 .6rem}
 h3{font-size:.9rem;margin:1rem 0 .4rem}
@@ -40,6 +41,7 @@ border-radius:.5rem;padding:.6rem .8rem}
 .pod.state-warn{border-left-color:var(--warn)}.pod.state-bad{border-left-color:var(--bad)}
 .pod-head{display:flex;justify-content:space-between;gap:.5rem;align-items:baseline}
 .pod-name{font-weight:600;overflow-wrap:anywhere}
+.model-name{font-weight:600;white-space:nowrap}
 .node,.muted{color:var(--muted);font-size:.82rem}
 .row{margin-top:.35rem}
 .label{color:var(--muted);font-size:.75rem;text-transform:uppercase;letter-spacing:.04em;margin-right:.3rem}
