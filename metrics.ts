@@ -225,11 +225,11 @@ export class RouterMetrics {
     });
     new Gauge({
       name: PREFIX + "config_valid",
-      help:
-        "1 when the placement config in force parsed and validated, 0 when the last one was refused (or there is none)",
+      help: "0 when the newest placement config (models.yaml) was refused or is missing, else 1",
       registers,
       collect() {
-        this.set(placement()?.configValid ? 1 : 0);
+        // Without placement (static, no --models-file) there is no config to refuse.
+        this.set(placement()?.configValid ?? true ? 1 : 0);
       },
     });
     new Gauge({
@@ -237,7 +237,7 @@ export class RouterMetrics {
       help: "1 when this replica holds the Lease and acts on pods (always 1 alone), else 0",
       registers,
       collect() {
-        this.set(placement()?.leader ? 1 : 0);
+        this.set(placement()?.leader ?? true ? 1 : 0);
       },
     });
     this.#watchRestarts = new Counter({
