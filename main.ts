@@ -23,6 +23,7 @@ import { renderSections, uiRoutes } from "./routes/ui.tsx";
 import { errorResponse } from "./routes/errors.ts";
 import { requestIds } from "./routes/request_id.ts";
 import { logger, setupLogging } from "./log.ts";
+import { RouterMetrics } from "./metrics.ts";
 
 const log = logger("main");
 
@@ -34,6 +35,7 @@ export interface Router {
   poller: Poller;
   /** Model placement, when there is a config to follow. */
   placement: Placement | undefined;
+  metrics: RouterMetrics;
   /** Stops accepting, lets requests in flight finish, stops polling. */
   shutdown(): Promise<void>;
 }
@@ -49,12 +51,25 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     timeoutMs: config.pollTimeoutMs,
   });
   const gate = new ColdGate(store, config.maxQueue);
+  // Placement starts once the server listens (its Lease publishes this replica's
+  // URL); the routes and the metrics read it through this holder.
+  const started: { placement?: Placement } = {};
+  const metrics = new RouterMetrics(store, () => started.placement?.gauges());
+  store.onEject = (pod, until, reason) => {
+    metrics.ejected(pod);
+    log.warn("pod {pod} ejected for {ejectMs} ms: {reason}", {
+      pod,
+      ejectMs: until - Date.now(),
+      reason,
+    });
+  };
   let podWatch: PodWatch | undefined;
   let connection: KubeConnection | undefined;
   if (config.backends.length > 0) {
     addStaticBackends(store, config.backends);
   } else {
     connection = connectKube(config.kubeApi, (name) => Deno.env.get(name), canRead);
+    connection.onWatchRestart = (resource, reason) => metrics.watchRestarted(resource, reason);
     store.setDiscovery({ mode: "kubernetes", source: connection.source, connected: false });
     podWatch = new PodWatch(store, connection, {
       namespace: config.namespace,
@@ -71,9 +86,6 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   }
 
   await poller.pollAll();
-  // Placement starts once the server listens (its Lease publishes this replica's
-  // URL); the routes read it through this holder.
-  const started: { placement?: Placement } = {};
   const activity = new ModelActivity();
   // No admin token exists yet (issue 6 adds --admin-token): the page only asks to confirm.
   const adminTokenRequired = false;
@@ -86,6 +98,11 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   app.route("/", healthRoutes(store));
   app.route("/", uiRoutes({ feed, adminTokenRequired }));
   app.route("/", eventRoutes({ feed, render: renderSections }));
+  app.get(
+    "/metrics",
+    async () =>
+      new Response(await metrics.text(), { headers: { "content-type": metrics.contentType } }),
+  );
   app.route(
     "/",
     adminRoutes({
@@ -112,6 +129,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       onAnswered: (model, ttfbMs) => {
         if (store.modelNames.peek().has(model)) activity.record(model, ttfbMs, Date.now());
       },
+      metrics,
     }),
   );
   app.onError((error, c) => {
@@ -132,6 +150,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     config: { ...config, advertiseUrl: config.advertiseUrl || (wildcard ? "" : url) },
     connection,
     repoll: (pod) => poller.repoll(pod),
+    onActionResult: (result) => metrics.reconcileAction(result.action.kind, result.outcome),
   });
   started.placement = placement;
   log.info("listening on {url}", { url, pods: store.pods.peek().size });
@@ -140,6 +159,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     store,
     poller,
     placement,
+    metrics,
     async shutdown() {
       // Stop taking requests first; the rest (Lease release included) follows.
       // Event streams never end by themselves, so they are ended here (pages reconnect).
@@ -185,7 +205,7 @@ async function main(args: string[]): Promise<void> {
     );
     Deno.exit(2);
   }
-  await setupLogging(config.logLevel);
+  await setupLogging(config.logLevel, config.logFormat);
   let router: Router;
   try {
     router = await startRouter(config);

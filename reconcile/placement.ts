@@ -8,6 +8,7 @@
 import { computed, effect, type ReadonlySignal, signal } from "@preact/signals-core";
 import type { RouterConfig } from "../config.ts";
 import type { KubeConnection } from "../discovery/kubernetes.ts";
+import type { PlacementGauges } from "../metrics.ts";
 import type { Store } from "../store.ts";
 import { type ConfigResult, type ModelPlacement, parseModelsConfig } from "./config.ts";
 import { type ActionResult, Applier } from "./apply.ts";
@@ -23,6 +24,8 @@ export interface PlacementOptions {
   repoll: (pod: string) => Promise<void>;
   /** The API connection in Kubernetes mode; undefined in static mode. */
   connection?: KubeConnection;
+  /** Told of every load or unload result (for metrics). */
+  onActionResult?: (result: ActionResult) => void;
 }
 
 /** The operator's view of placement, as `/router/plan` shows it. */
@@ -47,6 +50,8 @@ export interface Placement {
    * leadership), for whoever shows it live; the Lease holder's name is only polled.
    */
   changes: ReadonlySignal<unknown>;
+  /** What the metrics scrape reads. */
+  gauges(): PlacementGauges;
   /** The leading replica's URL when another replica leads, else undefined. */
   coldLoader(): string | undefined;
   /** Whether this replica may act, as a signal (always true in static mode). */
@@ -76,6 +81,7 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
     store,
     repoll: options.repoll,
     loadTimeoutMs: config.loadTimeoutMs,
+    onResult: options.onActionResult,
   });
   const take = (text: ConfigText) => {
     const nodes = store.nodeNames.peek();
@@ -124,6 +130,18 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
       leading.value,
     ]),
     coldLoader: () => elector?.leaderUrl || undefined,
+    gauges() {
+      const status = reconciler.status;
+      const desired = new Map<string, number>();
+      for (const model of status.config?.models ?? []) {
+        desired.set(model.name, model.replicas ?? model.nodes?.length ?? 0);
+      }
+      return {
+        configValid: status.error === "" && status.config !== undefined,
+        leader: elector?.isLeader() ?? true,
+        desired,
+      };
+    },
     view() {
       const status = reconciler.status;
       const { plan, at } = reconciler.lastPlan;
