@@ -354,7 +354,7 @@ function Reconciler({ view, now }: { view: ReconcilerView | null; now: number })
       <h3>pending</h3>
       <Actions
         actions={view.pending}
-        empty="nothing: the pods hold what the config asks"
+        empty="nothing planned"
         note={view.leader
           ? "waiting for their pod or a retry delay"
           : "the leader acts; this replica only plans"}
@@ -380,7 +380,7 @@ function Reconciler({ view, now }: { view: ReconcilerView | null; now: number })
                       {result.outcome}
                     </span>
                   </td>
-                  <td class="n">{duration(result.durationMs!)}</td>
+                  <td class="n">{took(result.durationMs!)}</td>
                   <td class={result.outcome === "done" ? "muted" : "error"}>{result.message}</td>
                 </tr>
               ))}
@@ -420,6 +420,11 @@ function Actions(props: { actions: ActionView[]; empty: string; note?: string })
 function onDiskText(pods: number): string {
   if (pods === 0) return "on no pod's disk";
   return `not loaded; on disk on ${pods} ${pods === 1 ? "pod" : "pods"}`;
+}
+
+/** How long an action took: short ones in ms, the rest as {@linkcode duration}. */
+function took(ms: number): string {
+  return ms < 1000 ? `${Math.round(ms)} ms` : duration(ms);
 }
 
 /** Elapsed time in words, as the page's script writes it. */
