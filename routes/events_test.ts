@@ -60,6 +60,28 @@ function next(events: AsyncGenerator<SseEvent>, name: string): Promise<SseEvent>
   );
 }
 
+/** The first `status` event whose data satisfies `match`. */
+function nextWhere(
+  events: AsyncGenerator<SseEvent>,
+  what: string,
+  // deno-lint-ignore no-explicit-any
+  match: (status: any) => boolean,
+): Promise<unknown> {
+  return within(
+    (async () => {
+      // Not `for await`: leaving it would end the generator for the next wait.
+      for (;;) {
+        const { value, done } = await events.next();
+        if (done) throw new Error(`the stream ended before ${what}`);
+        if (value.event !== "status") continue;
+        const status = JSON.parse(value.data);
+        if (match(status)) return status;
+      }
+    })(),
+    what,
+  );
+}
+
 /** Resolves once the feed is (or is not) running. */
 function until(feed: StatusFeed, active: boolean): Promise<void> {
   const reached = Promise.withResolvers<void>();
@@ -185,4 +207,39 @@ Deno.test("the router's shutdown ends open event streams instead of waiting on t
   await next(events, "status");
   await within(world.router.shutdown(), "shutdown");
   assert.equal((await within(events.next(), "end of stream")).done, true);
+});
+
+Deno.test("/router/events follows the reconciler: a config change, the load it plans, its result", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "rkllama-events-" });
+  const modelsFile = `${dir}/models.yaml`;
+  await Deno.writeTextFile(modelsFile, "models:\n  qwen:\n    replicas: 1\n");
+  try {
+    await using world = await startWorld(
+      { pods: [{ name: "a", models: ["qwen", "phi"], loaded: ["qwen"], loadDelayMs: 50 }] },
+      { modelsFile },
+    );
+    const events = sseEvents(await fetch(`${world.url}/router/events`));
+    await nextWhere(events, "the config in force", (status) => status.reconciler?.valid === true);
+    await Deno.writeTextFile(
+      modelsFile,
+      "models:\n  qwen:\n    replicas: 1\n  phi:\n    nodes: [a]\n",
+    );
+    const done = await nextWhere(
+      events,
+      "the load of phi done",
+      (status) => status.reconciler.recent.some((r: { model: string }) => r.model === "phi"),
+    ) as { reconciler: { recent: { kind: string; outcome: string }[] }; models: unknown[] };
+    assert.deepEqual(
+      [done.reconciler.recent[0].kind, done.reconciler.recent[0].outcome],
+      ["load", "done"],
+    );
+    await nextWhere(
+      events,
+      "phi loaded on a",
+      (status) => status.pods[0].loaded.includes("phi"),
+    );
+    await events.return(undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
