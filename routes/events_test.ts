@@ -243,3 +243,10 @@ Deno.test("/router/events follows the reconciler: a config change, the load it p
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("/router/events takes only GET", async () => {
+  await using world = await startWorld({ pods: [{ name: "a", models: ["qwen"] }] });
+  const events = await fetch(`${world.url}/router/events`, { method: "POST" });
+  assert.equal(events.status, 405);
+  assert.deepEqual(await events.json(), { error: "POST is not allowed on /router/events" });
+});

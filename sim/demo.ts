@@ -107,6 +107,8 @@ function tryLines(url: string): string {
     `  curl -s ${url}/router/status`,
     `  OLLAMA_HOST=${url} ollama list          # if you have the ollama CLI`,
     "",
+    `The live status page: ${url}/ui`,
+    "",
     "Ctrl-C stops it.",
     "",
   ].join("\n");
