@@ -47,6 +47,7 @@ export interface ModelView {
   /** Pods that have it on disk. */
   onDiskOn: string[];
   requestsPerMinute: number;
+  /** In whole ms. */
   p95TtfbMs: number | null;
   /** Why the plan cannot give it what the config asks. */
   problems: string[];
@@ -191,7 +192,7 @@ function modelViews(
       onDiskOn: pods.filter((pod) => pod.onDisk.has(name) || pod.otherModels.has(name))
         .map((pod) => pod.name),
       requestsPerMinute: activity.requestsPerMinute,
-      p95TtfbMs: activity.p95TtfbMs,
+      p95TtfbMs: activity.p95TtfbMs === null ? null : Math.round(activity.p95TtfbMs),
       problems: planned.get(name)?.problems ?? [],
     };
   });

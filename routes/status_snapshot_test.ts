@@ -120,7 +120,7 @@ Deno.test("statusSnapshot() puts configured models first, with wants, copies and
     placement: view,
     stats: (model) =>
       model === "qwen"
-        ? { requestsPerMinute: 12, p95TtfbMs: 340, samples: 30 }
+        ? { requestsPerMinute: 12, p95TtfbMs: 339.7, samples: 30 }
         : { requestsPerMinute: 0, p95TtfbMs: null, samples: 0 },
     adminTokenRequired: true,
     now: 30_000,

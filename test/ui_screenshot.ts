@@ -45,7 +45,7 @@ try {
     });
     await answer.text();
   }
-  await page.locator('[data-model="qwen2.5-1.5b"] td.n', { hasText: " ms" }).waitFor();
+  await page.locator('[data-model="qwen2.5-1.5b"] td.n', { hasText: /^\d+ ms$/ }).waitFor();
   // A model asked for that is still loading when the picture is taken.
   await config("  deepseek-r1-1.5b:\n    replicas: 1\n");
   await page.locator('[data-pod="rk3588-a"] [data-loading="deepseek-r1-1.5b"]').waitFor();
