@@ -172,7 +172,11 @@ export class PodWatch {
     // Operators (and the real API server's tests) follow discovery in the log.
     const state = after?.ready ? "ready" : "not ready";
     if (!before) {
-      log.info("pod {pod} found at {url}, {state}", { pod: name, url: identity.url, state });
+      log.info("pod {pod} found at {address}, {state}", {
+        pod: name,
+        address: identity.url,
+        state,
+      });
     } else if (before.ready !== after?.ready) {
       log.info("pod {pod} is {state}", { pod: name, state });
     }
