@@ -23,6 +23,7 @@ export interface RouterConfig {
   firstByteTimeoutMs: number;
   maxQueue: number;
   logLevel: LogLevel;
+  logFormat: LogFormat;
   kubeApi: string;
   modelsFile: string;
   unloadUnmanaged: boolean;
@@ -44,12 +45,15 @@ export interface StaticBackend {
 /** Log levels accepted by `--log-level`. */
 export type LogLevel = "debug" | "info" | "warning" | "error";
 
+/** `--log-format`: JSON lines for collectors, or text for people. */
+export type LogFormat = "json" | "pretty";
+
 /** A flag or environment value that cannot be used; the message names it. */
 export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-type Kind = "int" | "string" | "duration" | "size" | "backends" | "level" | "bool";
+type Kind = "int" | "string" | "duration" | "size" | "backends" | "level" | "bool" | "choice";
 
 interface FlagSpec {
   flag: string;
@@ -61,6 +65,8 @@ interface FlagSpec {
   max?: number;
   /** A string flag whose empty value means "not set". */
   optional?: boolean;
+  /** The values a `choice` flag accepts. */
+  choices?: readonly string[];
 }
 
 /** Every flag the router accepts, in `--help` order. */
@@ -248,7 +254,15 @@ export const FLAGS: readonly FlagSpec[] = [
     key: "logLevel",
     kind: "level",
     default: "info",
-    help: "debug, info, warning or error",
+    help: "debug, info, warn (or warning) or error",
+  },
+  {
+    flag: "log-format",
+    key: "logFormat",
+    kind: "choice",
+    choices: ["json", "pretty"],
+    default: "json",
+    help: "json (one JSON object per line, for collectors) or pretty (text for a terminal)",
   },
 ];
 
@@ -298,6 +312,7 @@ function placeholder(kind: Kind): string {
     backends: "LIST",
     level: "LEVEL",
     bool: "",
+    choice: "NAME",
   }[kind];
 }
 
@@ -403,9 +418,12 @@ function parseValue(spec: FlagSpec, raw: string, source: string): unknown {
     case "level":
       if (raw === "warn") return "warning";
       if (!["debug", "info", "warning", "error"].includes(raw)) {
-        fail("one of debug, info, warning, error");
+        fail("one of debug, info, warn, error");
       }
       return raw;
+    case "choice":
+      if (!spec.choices!.includes(raw.trim())) fail(`one of ${spec.choices!.join(", ")}`);
+      return raw.trim();
   }
 }
 

@@ -19,6 +19,7 @@ import { healthRoutes } from "./routes/health.ts";
 import { errorResponse } from "./routes/errors.ts";
 import { requestIds } from "./routes/request_id.ts";
 import { logger, setupLogging } from "./log.ts";
+import { RouterMetrics } from "./metrics.ts";
 
 const log = logger("main");
 
@@ -30,6 +31,7 @@ export interface Router {
   poller: Poller;
   /** Model placement, when there is a config to follow. */
   placement: Placement | undefined;
+  metrics: RouterMetrics;
   /** Stops accepting, lets requests in flight finish, stops polling. */
   shutdown(): Promise<void>;
 }
@@ -45,12 +47,25 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     timeoutMs: config.pollTimeoutMs,
   });
   const gate = new ColdGate(store, config.maxQueue);
+  // Placement starts once the server listens (its Lease publishes this replica's
+  // URL); the routes and the metrics read it through this holder.
+  const started: { placement?: Placement } = {};
+  const metrics = new RouterMetrics(store, () => started.placement?.gauges());
+  store.onEject = (pod, until, reason) => {
+    metrics.ejected(pod);
+    log.warn("pod {pod} ejected for {ejectMs} ms: {reason}", {
+      pod,
+      ejectMs: until - Date.now(),
+      reason,
+    });
+  };
   let podWatch: PodWatch | undefined;
   let connection: KubeConnection | undefined;
   if (config.backends.length > 0) {
     addStaticBackends(store, config.backends);
   } else {
     connection = connectKube(config.kubeApi, (name) => Deno.env.get(name), canRead);
+    connection.onWatchRestart = (resource, reason) => metrics.watchRestarted(resource, reason);
     store.setDiscovery({ mode: "kubernetes", source: connection.source, connected: false });
     podWatch = new PodWatch(store, connection, {
       namespace: config.namespace,
@@ -67,13 +82,15 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   }
 
   await poller.pollAll();
-  // Placement starts once the server listens (its Lease publishes this replica's
-  // URL); the routes read it through this holder.
-  const started: { placement?: Placement } = {};
 
   const app = new Hono();
   app.use(requestIds());
   app.route("/", healthRoutes(store));
+  app.get(
+    "/metrics",
+    async () =>
+      new Response(await metrics.text(), { headers: { "content-type": metrics.contentType } }),
+  );
   app.route(
     "/",
     adminRoutes({
@@ -96,6 +113,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       // The poll that would show the expiry can be a whole interval late, plus slack.
       staleAfterMs: Math.max(0, config.podIdleExpiryMs - config.pollIntervalMs - 30_000),
       coldLoader: () => started.placement?.coldLoader(),
+      metrics,
     }),
   );
   app.onError((error, c) => {
@@ -116,6 +134,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     config: { ...config, advertiseUrl: config.advertiseUrl || (wildcard ? "" : url) },
     connection,
     repoll: (pod) => poller.repoll(pod),
+    onActionResult: (result) => metrics.reconcileAction(result.action.kind, result.outcome),
   });
   started.placement = placement;
   log.info("listening on {url}", { url, pods: store.pods.peek().size });
@@ -124,6 +143,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     store,
     poller,
     placement,
+    metrics,
     async shutdown() {
       // Stop taking requests first; the rest (Lease release included) follows.
       await server.shutdown();
@@ -166,7 +186,7 @@ async function main(args: string[]): Promise<void> {
     );
     Deno.exit(2);
   }
-  await setupLogging(config.logLevel);
+  await setupLogging(config.logLevel, config.logFormat);
   let router: Router;
   try {
     router = await startRouter(config);

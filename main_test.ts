@@ -37,7 +37,7 @@ async function listeningUrl(stdout: ReadableStream<Uint8Array>): Promise<string>
     buffer += text;
     for (const line of buffer.split("\n").slice(0, -1)) {
       const record = JSON.parse(line);
-      if (record.properties?.url) return record.properties.url;
+      if (record.url) return record.url;
     }
   }
   throw new Error(`the router exited before listening; it wrote: ${buffer}`);

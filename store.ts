@@ -302,6 +302,9 @@ export class Store {
     });
   }
 
+  /** Told of every ejection (for logs and metrics); set by whoever owns the store. */
+  onEject: ((pod: string, until: number, reason: string) => void) | undefined;
+
   /**
    * Takes the pod out of routing until `until` (epoch ms). What it had loaded may
    * be gone when it returns (a restarted container), so the first request for each
@@ -312,6 +315,7 @@ export class Store {
     if (!pod) return;
     pod.runtime.ejectedUntil = until;
     pod.runtime.ejectedReason = reason;
+    this.onEject?.(podName, until, reason);
     for (const model of pod.runtime.lastSent.keys()) pod.runtime.lastSent.set(model, 0);
   }
 

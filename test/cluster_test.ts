@@ -182,13 +182,13 @@ function startProxy(kube: ControlPlane, token: string) {
 // ---------------------------------------------------------------------------
 // Router processes
 
-/** One JSON log record of the router. */
+/** One JSON log record of the router: these, and the record's own fields beside them. */
 interface LogRecord {
   "@timestamp": string;
   level: string;
   message: string;
   logger: string;
-  properties: Record<string, unknown>;
+  [field: string]: unknown;
 }
 
 /** The flags `deno task start` gives `deno run`: the ones the compiled binary gets. */
@@ -337,7 +337,7 @@ async function startRouterProcess(identity: string, access: Access): Promise<Rou
     return promise.finally(() => clearTimeout(timer));
   };
   const listening = await waitLog(
-    (r) => typeof r.properties?.url === "string" && r.message.startsWith("listening"),
+    (r) => typeof r.url === "string" && r.message.startsWith("listening"),
     "listening",
     { ms: 60_000 },
   );
@@ -348,7 +348,7 @@ async function startRouterProcess(identity: string, access: Access): Promise<Rou
   };
   return {
     identity,
-    url: listening.properties.url as string,
+    url: listening.url as string,
     source: access.kind === "in-cluster" ? "in-cluster" : access.url,
     records,
     waitLog,
@@ -376,16 +376,15 @@ async function* textLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<st
   if (buffered !== "") yield buffered;
 }
 
-// Messages quote their string values; the values themselves are in properties.
+// Messages quote their string values; the values themselves are fields of the record.
 const leads = (identity: string) => (r: LogRecord) =>
-  r.logger === "rkllama-router.leader" && r.properties.identity === identity &&
+  r.logger === "rkllama-router.leader" && r.identity === identity &&
   r.message.includes(" leads: ");
 const podIs = (pod: string, state: "ready" | "not ready") => (r: LogRecord) =>
-  r.properties.pod === pod && r.properties.state === state;
+  r.pod === pod && r.state === state;
 const podPolled = (pod: string) => (r: LogRecord) =>
-  r.properties.pod === pod && r.message.includes(" answered its first poll");
-const podGone = (pod: string) => (r: LogRecord) =>
-  r.properties.pod === pod && r.message.endsWith(" is gone");
+  r.pod === pod && r.message.includes(" answered its first poll");
+const podGone = (pod: string) => (r: LogRecord) => r.pod === pod && r.message.endsWith(" is gone");
 
 // ---------------------------------------------------------------------------
 // Pods as a kubelet would show them
@@ -722,7 +721,7 @@ async function scenarios(t: Deno.TestContext, kube: ControlPlane): Promise<boole
       restart.from = Date.now();
       await kube.stopApiServer();
       await router.waitLog(
-        (r) => r.properties.what === "pods" && r.message.includes(" failed "),
+        (r) => r.what === "pods" && r.message.includes(" failed "),
         "discovery notices the API server is gone",
         { from: mark },
       );
@@ -812,7 +811,7 @@ async function scenarios(t: Deno.TestContext, kube: ControlPlane): Promise<boole
         (r) => r.message.startsWith("could not record an Event"),
         "the refused Event",
       );
-      assert.match(String(refused.properties.error), /403|forbidden/i);
+      assert.match(String(refused.error), /403|forbidden/i);
     } finally {
       await proxy.close();
     }
