@@ -802,8 +802,8 @@ async function scenarios(t: Deno.TestContext, kube: ControlPlane): Promise<boole
       assert.ok(audit.length > 0, "the audit log has the ServiceAccount's requests");
       const allowed = (e: AuditEvent) =>
         e.annotations?.["authorization.k8s.io/decision"] === "allow";
-      // Just after it starts, the API server refuses requests until its RBAC caches are
-      // filled (its /readyz does not wait for them); the router tries again.
+      // A starting API server answers before it is ready, and refuses everything until
+      // it has read the Roles (no 403 once /readyz says 200); the router tries again.
       const afterRestart = (e: AuditEvent) => {
         const at = Date.parse(e.requestReceivedTimestamp);
         return at >= restart.from && at <= restart.to;
