@@ -21,6 +21,12 @@ export interface RouterConfig {
   maxBodyBytes: number;
   ejectMs: number;
   firstByteTimeoutMs: number;
+  connectTimeoutMs: number;
+  streamIdleTimeoutMs: number;
+  bodyTimeoutMs: number;
+  drainDelayMs: number;
+  shutdownTimeoutMs: number;
+  adminToken: string;
   maxQueue: number;
   logLevel: LogLevel;
   kubeApi: string;
@@ -61,6 +67,8 @@ interface FlagSpec {
   max?: number;
   /** A string flag whose empty value means "not set". */
   optional?: boolean;
+  /** A duration that may be 0 (off). */
+  zero?: boolean;
 }
 
 /** Every flag the router accepts, in `--help` order. */
@@ -227,6 +235,55 @@ export const FLAGS: readonly FlagSpec[] = [
       "longest wait for a pod's response headers (a cold load plus a queued generation can take minutes)",
   },
   {
+    flag: "connect-timeout",
+    key: "connectTimeoutMs",
+    kind: "duration",
+    default: "5s",
+    help:
+      "longest wait to open a connection to a pod; past it the pod is ejected and the request tried on another",
+  },
+  {
+    flag: "stream-idle-timeout",
+    key: "streamIdleTimeoutMs",
+    kind: "duration",
+    default: "6m",
+    help:
+      "longest silence inside a pod's response body before it is ended with an error (a queued FastAPI pod is silent up to 300 s after its headers); a stream that keeps sending has no time limit",
+  },
+  {
+    flag: "body-timeout",
+    key: "bodyTimeoutMs",
+    kind: "duration",
+    default: "60s",
+    help: "longest time a client may take to send its request body (408 past it)",
+  },
+  {
+    flag: "drain-delay",
+    key: "drainDelayMs",
+    kind: "duration",
+    default: "5s",
+    zero: true,
+    help:
+      "on SIGTERM or SIGINT, how long /health/ready answers 503 while new requests are still taken, so endpoints can drop this replica",
+  },
+  {
+    flag: "shutdown-timeout",
+    key: "shutdownTimeoutMs",
+    kind: "duration",
+    default: "60s",
+    help:
+      "after the drain delay, how long requests and streams in flight may take to finish before the router exits anyway",
+  },
+  {
+    flag: "admin-token",
+    key: "adminToken",
+    kind: "string",
+    default: "",
+    optional: true,
+    help:
+      "when set, POST /router/* and model management (/api/pull, /api/delete, /api/create, /api/load, /api/unload, ...) need 'Authorization: Bearer TOKEN'; prefer the environment variable, which ps does not show",
+  },
+  {
     flag: "max-queue",
     key: "maxQueue",
     kind: "int",
@@ -384,8 +441,8 @@ function parseValue(spec: FlagSpec, raw: string, source: string): unknown {
     }
     case "duration": {
       const ms = parseDuration(raw);
-      if (ms === undefined || ms <= 0) {
-        fail("a positive duration such as 500ms, 5s, 2m or 1h");
+      if (ms === undefined || ms < 0 || (ms === 0 && !spec.zero)) {
+        fail(`a ${spec.zero ? "" : "positive "}duration such as 500ms, 5s, 2m or 1h`);
       }
       // Timers fire at once past 2^31-1 ms (about 24.8 days).
       if (ms! > MAX_TIMER_MS) fail("a duration of at most 24 days");

@@ -22,7 +22,13 @@ import {
   resolveModel,
   unloads,
 } from "./model_name.ts";
-import { downstreamHeaders, podErrorMessage, relayBody, upstreamHeaders } from "./upstream.ts";
+import {
+  canConnect,
+  downstreamHeaders,
+  podErrorMessage,
+  relayBody,
+  upstreamHeaders,
+} from "./upstream.ts";
 
 const log = logger("proxy");
 
@@ -35,6 +41,12 @@ export interface ProxyOptions {
   maxBodyBytes: number;
   ejectMs: number;
   firstByteTimeoutMs: number;
+  /** See `--connect-timeout`; a pod not connectable this long is given up on. */
+  connectTimeoutMs: number;
+  /** See `--stream-idle-timeout`. */
+  streamIdleTimeoutMs: number;
+  /** See `--body-timeout`. */
+  bodyTimeoutMs: number;
   /** Seconds a client is told to wait in a 503's `Retry-After`. */
   retryAfterSeconds: number;
   /** See `PickInput.staleAfterMs` in pick.ts. */
@@ -56,6 +68,20 @@ const FORWARDED = "x-rkllama-router-forwarded";
 
 /** Error bodies from pods are small; anything longer is cut to keep memory bounded. */
 const MAX_ERROR_BODY = 64 * 1024;
+
+/**
+ * Pods one request may be tried on. A request is tried again, on another pod, only
+ * when its pod failed before sending a single response byte (refused, reset or
+ * closed the connection, or could not be connected to in time), so the client has
+ * seen nothing and gets one answer. The pod may have started the generation before
+ * it died; a generation is not idempotent, but a dead pod's generation is lost
+ * anyway, and the client would send the same request again. A pod that is merely
+ * slow (first-byte timeout) is not retried elsewhere: it may still be working.
+ */
+const MAX_ATTEMPTS = 3;
+
+/** Methods passed to pods; others are refused here with a JSON 405. */
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
 
 /** A pod failure before any response byte, which makes the request safe to retry. */
 class ConnectFailure extends Error {
@@ -86,10 +112,16 @@ class Proxy {
   async handle(request: Request): Promise<Response> {
     const url = new URL(request.url);
     const path = url.pathname;
+    if (!METHODS.has(request.method)) {
+      await request.body?.cancel();
+      return errorResponse(path, 405, `the method ${request.method} is not supported`, {
+        allow: [...METHODS].join(", "),
+      });
+    }
     let body: Uint8Array<ArrayBuffer> | null;
     let source: ModelSource;
     try {
-      body = await readBody(request, this.#options.maxBodyBytes);
+      body = await readBody(request, this.#options.maxBodyBytes, this.#options.bodyTimeoutMs);
       source = await findModel(path, request.headers.get("content-type") ?? "", body);
     } catch (error) {
       if (error instanceof BadRequest) return errorResponse(path, error.status, error.message);
@@ -157,7 +189,7 @@ class Proxy {
           attempt,
         });
         exclude.add(pod.name);
-        if (attempt >= 2) {
+        if (attempt >= MAX_ATTEMPTS) {
           return errorResponse(path, 502, `no pod could take the request: ${error.message}`);
         }
       }
@@ -218,6 +250,20 @@ class Proxy {
     // goes on loading regardless, and the followers must stay held until it is done.
     const followClient = () => abort.abort(request.signal.reason);
     if (!endLoad) request.signal.addEventListener("abort", followClient, { once: true });
+    // fetch() has no connect timeout, and a powered-off board leaves the SYN
+    // unanswered for minutes: if no answer came within the connect timeout, a fresh
+    // connection tells a dead pod from a slow one.
+    const probe = setTimeout(async () => {
+      if (abort.signal.aborted) return;
+      const connectable = await canConnect(podUrl, this.#options.connectTimeoutMs);
+      if (!connectable && !abort.signal.aborted) {
+        abort.abort(
+          new ConnectFailure(
+            `pod ${podName} could not be connected to within ${this.#options.connectTimeoutMs} ms`,
+          ),
+        );
+      }
+    }, this.#options.connectTimeoutMs);
     const runtime = this.#options.store.pods.peek().get(podName)?.runtime;
     if (runtime) {
       runtime.inflight++;
@@ -244,10 +290,12 @@ class Proxy {
     } catch (error) {
       settle();
       if (abort.signal.reason instanceof FirstByteTimeout) throw abort.signal.reason;
+      if (abort.signal.reason instanceof ConnectFailure) throw abort.signal.reason;
       if (request.signal.aborted) throw new ConnectFailure("the client went away");
       throw new ConnectFailure(`pod ${podName} did not answer: ${describe(error)}`);
     } finally {
       clearTimeout(timer);
+      clearTimeout(probe);
     }
     endLoad?.(upstream.ok);
     if (endLoad) {
@@ -299,6 +347,7 @@ class Proxy {
       upstream.body,
       upstream.headers.get("content-type") ?? "",
       (error) => `pod ${podName} failed mid-stream: ${describe(error)}`,
+      this.#options.streamIdleTimeoutMs,
       (end) => {
         settle();
         logRequest(end.bytes, end.kind);
@@ -356,6 +405,7 @@ class Proxy {
       answer.body,
       answer.headers.get("content-type") ?? "",
       (error) => `the leading replica failed mid-stream: ${describe(error)}`,
+      this.#options.streamIdleTimeoutMs,
       () => {},
     );
     return new Response(relayed, {
@@ -442,9 +492,14 @@ function pickHeaders(headers: Headers, names: readonly string[]): Headers {
 /**
  * The whole request body, or null when there is none.
  *
- * @throws {BadRequest} 413 once it grows past `limit` bytes
+ * @throws {BadRequest} 413 once it grows past `limit` bytes, 408 when it has not
+ * all arrived within `timeoutMs` (a client trickling a body would hold a slot)
  */
-async function readBody(request: Request, limit: number): Promise<Uint8Array<ArrayBuffer> | null> {
+async function readBody(
+  request: Request,
+  limit: number,
+  timeoutMs: number,
+): Promise<Uint8Array<ArrayBuffer> | null> {
   if (!request.body) return null;
   const tooLarge = () =>
     new BadRequest(413, `the request body is larger than the limit of ${limit} bytes`);
@@ -455,10 +510,30 @@ async function readBody(request: Request, limit: number): Promise<Uint8Array<Arr
   }
   const chunks: Uint8Array<ArrayBuffer>[] = [];
   let size = 0;
-  for await (const chunk of request.body) {
-    size += chunk.byteLength;
-    if (size > limit) throw tooLarge();
-    chunks.push(chunk);
+  const reader = request.body.getReader();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new BadRequest(408, `the request body did not arrive within ${timeoutMs} ms`),
+        ),
+      timeoutMs,
+    );
+  });
+  try {
+    for (;;) {
+      const chunk = await Promise.race([reader.read(), expired]);
+      if (chunk.done) break;
+      size += chunk.value.byteLength;
+      if (size > limit) throw tooLarge();
+      chunks.push(chunk.value as Uint8Array<ArrayBuffer>);
+    }
+  } catch (error) {
+    reader.cancel().catch(() => {});
+    throw error;
+  } finally {
+    clearTimeout(timer);
   }
   if (chunks.length === 1) return chunks[0];
   const whole = new Uint8Array(size);

@@ -1,0 +1,245 @@
+/**
+ * The fault suite: the router under pod deaths, an API outage, hanging pods and
+ * slow clients, with real sockets. Each scenario prints its figures on one
+ * `[reliability]` line; README's Reliability section copies a run's numbers.
+ * Every scenario is bounded by counts of requests, not by time, except the API
+ * outage, whose length is the fault itself.
+ */
+
+import assert from "node:assert/strict";
+import { postJson, startKubeWorld, startWorld, storeReaches } from "./sim/fixture.ts";
+import { type SimPod, type SimPodOptions, startSimPod } from "./sim/pod.ts";
+import { isRoutable } from "./store.ts";
+
+const CHAT = { messages: [{ role: "user", content: "hi" }] };
+
+/** How long the fake API server stays down (the issue asks for 30 s). */
+const OUTAGE_MS = 30_000;
+
+function report(scenario: string, figures: Record<string, number | string>): void {
+  const text = Object.entries(figures).map(([key, value]) => `${key}=${value}`).join(" ");
+  console.log(`[reliability] ${scenario}: ${text}`);
+}
+
+/** Counts finished requests, and lets a test wait for the next `n` of them. */
+class Progress {
+  count = 0;
+  #waiters: { at: number; resolve: () => void }[] = [];
+
+  tick(): void {
+    this.count++;
+    for (const waiter of [...this.#waiters]) {
+      if (this.count >= waiter.at) {
+        this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  }
+
+  more(n: number): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#waiters.push({ at: this.count + n, resolve });
+    return promise;
+  }
+}
+
+/** Steady load: `loops` clients sending one request after another until stopped. */
+function steadyLoad(url: string, loops: number, stream: boolean) {
+  const figures = { sent: 0, failed: 0, cut: 0 };
+  const failures: string[] = [];
+  const progress = new Progress();
+  let stopped = false;
+  const one = async () => {
+    figures.sent++;
+    try {
+      const response = await postJson(`${url}/api/chat`, { model: "qwen", stream, ...CHAT });
+      const text = await response.text();
+      const last = JSON.parse(text.trim().split("\n").at(-1)!);
+      if (response.status !== 200) {
+        figures.failed++;
+        failures.push(`${response.status} ${text}`);
+      } else if (last.done !== true) {
+        // A stream whose pod died under it: the router ends it with an error line.
+        if (stream && typeof last.error === "string") figures.cut++;
+        else {
+          figures.failed++;
+          failures.push(text);
+        }
+      }
+    } catch (error) {
+      figures.failed++;
+      failures.push(String(error));
+    }
+    progress.tick();
+  };
+  const running = Array.from({ length: loops }, async () => {
+    while (!stopped) await one();
+  });
+  return {
+    figures,
+    failures,
+    progress,
+    async stop() {
+      stopped = true;
+      await Promise.all(running);
+    },
+  };
+}
+
+Deno.test("killing 1 of 3 pods again and again under steady load fails no non-streaming request", async () => {
+  const spec: SimPodOptions = { models: ["qwen"], loaded: ["qwen"], tokenDelayMs: 10 };
+  await using world = await startWorld(
+    { pods: [spec, spec, spec] },
+    { pollIntervalMs: 100, ejectMs: 300 },
+  );
+  const { store } = world.router;
+  const live: SimPod[] = [...world.cluster.pods];
+  const restarted: SimPod[] = [];
+  try {
+    const plain = steadyLoad(world.url, 6, false);
+    const streams = steadyLoad(world.url, 2, true);
+    const rounds = 6;
+    for (let round = 0; round < rounds; round++) {
+      const index = round % live.length;
+      const victim = live[index];
+      await plain.progress.more(15);
+      await victim.kill();
+      // The others carry the load while it is down...
+      await plain.progress.more(15);
+      // ...then it comes back on the same address, as a restarted container does,
+      // and must be routed to again once a poll has seen it.
+      const back = await startSimPod({
+        ...spec,
+        name: victim.name,
+        hostname: victim.hostname,
+        port: victim.port,
+      });
+      live[index] = back;
+      restarted.push(back);
+      await storeReaches(store, (s) => isRoutable(s.pods.value.get(victim.name)!, Date.now()));
+    }
+    await plain.progress.more(15);
+    await Promise.all([plain.stop(), streams.stop()]);
+    report("pod kills", {
+      kills: rounds,
+      requests: plain.figures.sent,
+      failed: plain.figures.failed,
+      streams: streams.figures.sent,
+      streams_cut: streams.figures.cut,
+      streams_failed: streams.figures.failed,
+    });
+    assert.deepEqual(plain.failures, []);
+    assert.deepEqual(streams.failures, [], "a cut stream must end with an error line");
+    // Every restarted pod took requests again.
+    for (const pod of restarted) {
+      assert.ok(pod.events.some((e) => e.type === "request" && e.path === "/api/chat"));
+    }
+  } finally {
+    await Promise.all(restarted.map((pod) => pod.close()));
+  }
+});
+
+Deno.test(`a ${OUTAGE_MS / 1000} s Kubernetes API outage does not stop routing, and discovery catches up after it`, async () => {
+  const spec: SimPodOptions = { models: ["qwen"], loaded: ["qwen"], tokenDelayMs: 10 };
+  await using world = await startKubeWorld(
+    { pods: [spec, spec, spec] },
+    { overrides: { pollIntervalMs: 500 } },
+  );
+  const [router] = world.routers;
+  await storeReaches(router.store, (s) => s.podList.value.every((p) => isRoutable(p, Date.now())));
+  await world.kube.outage();
+  await storeReaches(router.store, (s) => !s.discovery.value.connected);
+  const load = steadyLoad(router.url, 2, false);
+  // Meanwhile the cluster changes: a pod is deleted, which the router must see
+  // once the API is back (it cannot see it before).
+  world.kube.remove("pods", "default", "rk-2");
+  await new Promise((resolve) => setTimeout(resolve, OUTAGE_MS));
+  const during = { ...load.figures };
+  const restoredAt = Date.now();
+  await world.kube.restore();
+  await storeReaches(router.store, (s) => s.discovery.value.connected && !s.pods.value.has("rk-2"));
+  const recoveryMs = Date.now() - restoredAt;
+  await load.stop();
+  report("API outage", {
+    outage_s: OUTAGE_MS / 1000,
+    requests_during_outage: during.sent,
+    failed: load.figures.failed,
+    rediscovered_after_ms: recoveryMs,
+  });
+  assert.deepEqual(load.failures, []);
+  assert.ok(during.sent > 0);
+  assert.deepEqual([...router.store.pods.value.keys()].sort(), ["rk-0", "rk-1"]);
+});
+
+Deno.test("a pod that hangs after its headers ends the stream with an error after --stream-idle-timeout", async () => {
+  await using world = await startWorld(
+    { pods: [{ models: ["qwen"], loaded: ["qwen"], tokens: Array(50).fill("x") }] },
+    { streamIdleTimeoutMs: 300 },
+  );
+  const [pod] = world.cluster.pods;
+  const response = await postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT });
+  assert.equal(response.status, 200);
+  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let text = (await reader.read()).value!;
+  pod.pause();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  pod.resume();
+  const last = JSON.parse(text.trim().split("\n").at(-1)!);
+  assert.equal(
+    last.error,
+    "pod rk-0 failed mid-stream: it sent nothing for 300 ms (--stream-idle-timeout)",
+  );
+  // The router let go of the pod, which stops generating.
+  await pod.waitFor((e) => e.type === "aborted");
+  const pods = (await (await fetch(`${world.url}/router/pods`)).json()).pods;
+  assert.equal(pods[0].inflight, 0);
+  report("hanging pod", { streams: 1, ended_with_error: 1 });
+});
+
+Deno.test("a client that reads a stream slowly does not make the router buffer it", async () => {
+  // A pod that would send 1 GiB as fast as it is read, counting what it was asked for.
+  let pulled = 0;
+  const chunk = new TextEncoder().encode(`{"message":{"content":"${"x".repeat(65_000)}"}}\n`);
+  const models = { models: [{ name: "qwen", model: "qwen" }] };
+  const pod = Deno.serve({ hostname: "127.0.0.41", port: 0, onListen() {} }, (request) => {
+    const path = new URL(request.url).pathname;
+    if (path === "/api/tags" || path === "/api/ps") return Response.json(models);
+    if (path !== "/api/chat") return new Response(null, { status: 404 });
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (pulled >= 1024 ** 3) return controller.close();
+        pulled += chunk.byteLength;
+        controller.enqueue(chunk);
+      },
+    }, { highWaterMark: 0 });
+    return new Response(body, { headers: { "content-type": "application/x-ndjson" } });
+  });
+  try {
+    await using world = await startWorld({ pods: [] }, {
+      backends: [{ name: "fast", url: `http://127.0.0.41:${pod.addr.port}` }],
+    });
+    await world.router.poller.pollAll();
+    const response = await postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT });
+    const reader = response.body!.getReader();
+    let read = 0;
+    // Read 4 MiB, then stop reading while the pod could go on sending.
+    while (read < 4 * 1024 ** 2) read += (await reader.read()).value!.byteLength;
+    const before = pulled;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const stalledAt = pulled;
+    await reader.cancel();
+    report("slow reader", {
+      client_read_mib: Math.round(read / 1024 ** 2),
+      pod_sent_mib: Math.round(stalledAt / 1024 ** 2),
+      growth_while_stalled_mib: Math.round((stalledAt - before) / 1024 ** 2),
+    });
+    // What the pod got rid of is what the sockets hold, a few MiB, not what it offers.
+    assert.ok(stalledAt - read < 64 * 1024 ** 2, `the router took ${stalledAt} bytes ahead`);
+  } finally {
+    await pod.shutdown();
+  }
+});
