@@ -92,7 +92,9 @@ export function pick(input: PickInput): Choice {
   if (cold) return { kind: "cold", pod: cold };
   if (input.loadedOn.length > 0 || input.onDiskOn.length > 0) {
     const holders = [
-      ...new Set([...input.loadedOn, ...input.onDiskOn].map((p) => `${p.name} (${podState(p, now)})`)),
+      ...new Set(
+        [...input.loadedOn, ...input.onDiskOn].map((p) => `${p.name} (${podState(p, now)})`),
+      ),
     ];
     return {
       kind: "unavailable",
