@@ -29,6 +29,7 @@ export interface RouterConfig {
   adminToken: string;
   maxQueue: number;
   logLevel: LogLevel;
+  logFormat: LogFormat;
   kubeApi: string;
   modelsFile: string;
   unloadUnmanaged: boolean;
@@ -50,12 +51,15 @@ export interface StaticBackend {
 /** Log levels accepted by `--log-level`. */
 export type LogLevel = "debug" | "info" | "warning" | "error";
 
+/** `--log-format`: JSON lines for collectors, or text for people. */
+export type LogFormat = "json" | "pretty";
+
 /** A flag or environment value that cannot be used; the message names it. */
 export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-type Kind = "int" | "string" | "duration" | "size" | "backends" | "level" | "bool";
+type Kind = "int" | "string" | "duration" | "size" | "backends" | "level" | "bool" | "choice";
 
 interface FlagSpec {
   flag: string;
@@ -69,6 +73,8 @@ interface FlagSpec {
   optional?: boolean;
   /** A duration that may be 0 (off). */
   zero?: boolean;
+  /** The values a `choice` flag accepts. */
+  choices?: readonly string[];
 }
 
 /** Every flag the router accepts, in `--help` order. */
@@ -224,7 +230,8 @@ export const FLAGS: readonly FlagSpec[] = [
     key: "ejectMs",
     kind: "duration",
     default: "15s",
-    help: "how long a pod that refused a connection gets no new requests",
+    help:
+      "how long a pod that refused a connection or sent no answer in time gets no new requests; it returns with its next good poll after that",
   },
   {
     flag: "first-byte-timeout",
@@ -305,7 +312,15 @@ export const FLAGS: readonly FlagSpec[] = [
     key: "logLevel",
     kind: "level",
     default: "info",
-    help: "debug, info, warning or error",
+    help: "debug, info, warn (or warning) or error",
+  },
+  {
+    flag: "log-format",
+    key: "logFormat",
+    kind: "choice",
+    choices: ["json", "pretty"],
+    default: "json",
+    help: "json (one JSON object per line, for collectors) or pretty (text for a terminal)",
   },
 ];
 
@@ -355,6 +370,7 @@ function placeholder(kind: Kind): string {
     backends: "LIST",
     level: "LEVEL",
     bool: "",
+    choice: "NAME",
   }[kind];
 }
 
@@ -460,9 +476,12 @@ function parseValue(spec: FlagSpec, raw: string, source: string): unknown {
     case "level":
       if (raw === "warn") return "warning";
       if (!["debug", "info", "warning", "error"].includes(raw)) {
-        fail("one of debug, info, warning, error");
+        fail("one of debug, info, warn, error");
       }
       return raw;
+    case "choice":
+      if (!spec.choices!.includes(raw.trim())) fail(`one of ${spec.choices!.join(", ")}`);
+      return raw.trim();
   }
 }
 

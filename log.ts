@@ -7,25 +7,31 @@
 import {
   configure,
   getConsoleSink,
+  getJsonLinesFormatter,
   getLogger,
-  jsonLinesFormatter,
+  getTextFormatter,
   type Logger,
+  type LogRecord,
+  type TextFormatter,
 } from "@logtape/logtape";
-import type { LogLevel } from "./config.ts";
+import type { LogFormat, LogLevel } from "./config.ts";
 
 /** The logger of one part of the router, e.g. `logger("proxy")`. */
 export function logger(part: string): Logger {
   return getLogger(["rkllama-router", part]);
 }
 
-/** Sends logs at `level` and above to stdout as JSON lines; safe to call again. */
-export async function setupLogging(level: LogLevel): Promise<void> {
+/**
+ * Sends logs at `level` and above to stdout, as JSON lines or as text for people
+ * (`pretty`); safe to call again.
+ */
+export async function setupLogging(level: LogLevel, format: LogFormat = "json"): Promise<void> {
   await configure({
     reset: true,
     sinks: {
       // Everything goes to stdout (console.log) whatever its level: one stream to collect.
       stdout: getConsoleSink({
-        formatter: jsonLinesFormatter,
+        formatter: format === "pretty" ? prettyFormatter : jsonFormatter,
         levelMap: {
           trace: "log",
           debug: "log",
@@ -41,6 +47,33 @@ export async function setupLogging(level: LogLevel): Promise<void> {
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stdout"] },
     ],
   });
+}
+
+/** Fields at the top level of each object, where `jq .pod` and log indexers find them. */
+const jsonFormatter: TextFormatter = getJsonLinesFormatter({ properties: "flatten" });
+
+/**
+ * One line per record for a terminal: time, level, category, the message, then
+ * the fields the message does not show as `key=value`, so nothing is hidden.
+ */
+const prettyFormatter: TextFormatter = getTextFormatter({
+  timestamp: "date-time-tz",
+  value: "bare",
+  format: ({ timestamp, level, category, message, record }) =>
+    `${timestamp} ${level} ${category}: ${message}${extraFields(record)}`,
+});
+
+function extraFields(record: LogRecord): string {
+  const raw = typeof record.rawMessage === "string" ? record.rawMessage : "";
+  let text = "";
+  for (const [key, value] of Object.entries(record.properties)) {
+    if (value === undefined || raw.includes(`{${key}}`)) continue;
+    const shown = typeof value === "string" && /^[^\s"=]+$/.test(value)
+      ? value
+      : JSON.stringify(value);
+    text += ` ${key}=${shown}`;
+  }
+  return text;
 }
 
 /**

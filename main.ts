@@ -20,6 +20,7 @@ import { errorResponse } from "./routes/errors.ts";
 import { requestIds } from "./routes/request_id.ts";
 import { adminAuth } from "./routes/admin_auth.ts";
 import { logger, setupLogging } from "./log.ts";
+import { RouterMetrics } from "./metrics.ts";
 
 const log = logger("main");
 
@@ -31,6 +32,7 @@ export interface Router {
   poller: Poller;
   /** Model placement, when there is a config to follow. */
   placement: Placement | undefined;
+  metrics: RouterMetrics;
   /** Makes `/health/ready` answer 503 from now on, so endpoints drop this replica. */
   drain(): void;
   /**
@@ -51,12 +53,25 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     timeoutMs: config.pollTimeoutMs,
   });
   const gate = new ColdGate(store, config.maxQueue);
+  // Placement starts once the server listens (its Lease publishes this replica's
+  // URL); the routes and the metrics read it through this holder.
+  const started: { placement?: Placement } = {};
+  const metrics = new RouterMetrics(store, () => started.placement?.gauges());
+  store.onEject = (pod, until, reason) => {
+    metrics.ejected(pod);
+    log.warn("pod {pod} ejected for {ejectMs} ms: {reason}", {
+      pod,
+      ejectMs: until - Date.now(),
+      reason,
+    });
+  };
   let podWatch: PodWatch | undefined;
   let connection: KubeConnection | undefined;
   if (config.backends.length > 0) {
     addStaticBackends(store, config.backends);
   } else {
     connection = connectKube(config.kubeApi, (name) => Deno.env.get(name), canRead);
+    connection.onWatchRestart = (resource, reason) => metrics.watchRestarted(resource, reason);
     store.setDiscovery({ mode: "kubernetes", source: connection.source, connected: false });
     podWatch = new PodWatch(store, connection, {
       namespace: config.namespace,
@@ -73,15 +88,17 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   }
 
   await poller.pollAll();
-  // Placement starts once the server listens (its Lease publishes this replica's
-  // URL); the routes read it through this holder.
-  const started: { placement?: Placement } = {};
 
   let draining = false;
   const app = new Hono();
   app.use(requestIds());
   app.use(adminAuth(config.adminToken));
   app.route("/", healthRoutes(store, () => draining));
+  app.get(
+    "/metrics",
+    async () =>
+      new Response(await metrics.text(), { headers: { "content-type": metrics.contentType } }),
+  );
   app.route(
     "/",
     adminRoutes({
@@ -107,6 +124,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       // The poll that would show the expiry can be a whole interval late, plus slack.
       staleAfterMs: Math.max(0, config.podIdleExpiryMs - config.pollIntervalMs - 30_000),
       coldLoader: () => started.placement?.coldLoader(),
+      metrics,
     }),
   );
   app.onError((error, c) => {
@@ -127,6 +145,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     config: { ...config, advertiseUrl: config.advertiseUrl || (wildcard ? "" : url) },
     connection,
     repoll: (pod) => poller.repoll(pod),
+    onActionResult: (result) => metrics.reconcileAction(result.action.kind, result.outcome),
   });
   started.placement = placement;
   log.info("listening on {url}", { url, pods: store.pods.peek().size });
@@ -135,6 +154,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     store,
     poller,
     placement,
+    metrics,
     drain() {
       draining = true;
     },
@@ -199,7 +219,7 @@ async function main(args: string[]): Promise<void> {
     );
     Deno.exit(2);
   }
-  await setupLogging(config.logLevel);
+  await setupLogging(config.logLevel, config.logFormat);
   let router: Router;
   try {
     router = await startRouter(config);

@@ -38,7 +38,7 @@ async function listeningUrl(stdout: ReadableStream<Uint8Array>): Promise<string>
     buffer += text;
     for (const line of buffer.split("\n").slice(0, -1)) {
       const record = JSON.parse(line);
-      if (record.properties?.url) return record.properties.url;
+      if (record.url) return record.url;
     }
   }
   throw new Error(`the router exited before listening; it wrote: ${buffer}`);
@@ -147,7 +147,7 @@ Deno.test("a --models-file the binary may not read is refused at start, saying w
 
 /** The router's JSON log lines as they come, to wait on the one that says something happened. */
 function logLines(stdout: ReadableStream<Uint8Array>) {
-  const seen: { message: string; properties: Record<string, unknown> }[] = [];
+  const seen: { message: string; [field: string]: unknown }[] = [];
   let wake = Promise.withResolvers<void>();
   const ended = (async () => {
     let buffer = "";
@@ -156,8 +156,7 @@ function logLines(stdout: ReadableStream<Uint8Array>) {
       const lines = buffer.split("\n");
       buffer = lines.pop()!;
       for (const line of lines) {
-        const record = JSON.parse(line);
-        seen.push({ message: record.message, properties: record.properties ?? {} });
+        seen.push(JSON.parse(line));
       }
       wake.resolve();
       wake = Promise.withResolvers<void>();
@@ -221,7 +220,7 @@ Deno.test("on SIGTERM the router turns unready, stops taking connections after -
     "200ms",
   ]);
   const log = logLines(child.stdout);
-  const url = (await log.next(/^listening/)).properties.url as string;
+  const url = (await log.next(/^listening/)).url as string;
   // Paused pods hold every stream open across the signal (FastAPI pods also
   // queue all but one generation each).
   for (const pod of cluster.pods) pod.pause();
@@ -259,7 +258,7 @@ Deno.test("a second SIGTERM makes a draining router exit at once, and --shutdown
       second ? "1h" : "200ms",
     ]);
     const log = logLines(child.stdout);
-    const url = (await log.next(/^listening/)).properties.url as string;
+    const url = (await log.next(/^listening/)).url as string;
     pod.pause();
     const [stream] = await sendStreams(url, [pod], 1);
     child.kill("SIGTERM");

@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { postJson, startKubeWorld, startWorld, storeReaches } from "./sim/fixture.ts";
 import { type SimPod, type SimPodOptions, startSimPod } from "./sim/pod.ts";
 import { isRoutable } from "./store.ts";
+import { canConnect } from "./routes/upstream.ts";
 
 const CHAT = { messages: [{ role: "user", content: "hi" }] };
 
@@ -242,4 +243,114 @@ Deno.test("a client that reads a stream slowly does not make the router buffer i
   } finally {
     await pod.shutdown();
   }
+});
+
+Deno.test("a lone pod that dies gives a clear 503, and is routed to again after a good poll", async () => {
+  const spec: SimPodOptions = { models: ["qwen"], loaded: ["qwen"] };
+  await using world = await startWorld({ pods: [spec] }, { ejectMs: 1 });
+  const [pod] = world.cluster.pods;
+  await pod.kill();
+  const down = await postJson(`${world.url}/api/chat`, { model: "qwen", stream: false, ...CHAT });
+  assert.equal(down.status, 503);
+  assert.ok(down.headers.has("retry-after"));
+  assert.equal(
+    (await down.json()).error,
+    "model 'qwen' is only on pods that cannot take requests now: rk-0 (ejected)",
+  );
+  const ready = await fetch(`${world.url}/health/ready`);
+  assert.equal(ready.status, 503);
+  await ready.body?.cancel();
+  await using back = await startSimPod({
+    ...spec,
+    name: pod.name,
+    hostname: pod.hostname,
+    port: pod.port,
+  });
+  // Its ejection time is up, but only a poll that reaches it lets it back in.
+  const still = await postJson(`${world.url}/api/chat`, { model: "qwen", stream: false, ...CHAT });
+  assert.equal(still.status, 503);
+  await still.body?.cancel();
+  await world.router.poller.pollAll();
+  const up = await postJson(`${world.url}/api/chat`, { model: "qwen", stream: false, ...CHAT });
+  assert.equal(up.status, 200);
+  await up.body?.cancel();
+  assert.ok(back.events.some((e) => e.path === "/api/chat"));
+});
+
+Deno.test("a pod answering 5xx to polls leaves routing, and returns when its polls succeed", async () => {
+  let failing = false;
+  const models = { models: [{ name: "qwen", model: "qwen" }] };
+  const pod = Deno.serve({ hostname: "127.0.0.42", port: 0, onListen() {} }, (request) => {
+    const path = new URL(request.url).pathname;
+    if (failing) return new Response("Internal Server Error", { status: 500 });
+    if (path === "/api/tags" || path === "/api/ps") return Response.json(models);
+    if (path === "/api/chat") return Response.json({ done: true });
+    return new Response(null, { status: 404 });
+  });
+  try {
+    await using world = await startWorld({ pods: [] }, {
+      backends: [{ name: "flaky", url: `http://127.0.0.42:${pod.addr.port}` }],
+    });
+    await world.router.poller.pollAll();
+    failing = true;
+    for (let i = 0; i < 3; i++) {
+      await world.router.poller.pollAll();
+    }
+    const pods = (await (await fetch(`${world.url}/router/pods`)).json()).pods;
+    assert.equal(pods[0].state, "unreachable");
+    const refused = await postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT });
+    assert.equal(refused.status, 503);
+    await refused.body?.cancel();
+    failing = false;
+    await world.router.poller.pollAll();
+    const served = await postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT });
+    assert.equal(served.status, 200);
+    await served.body?.cancel();
+  } finally {
+    await pod.shutdown();
+  }
+});
+
+Deno.test("a pod that takes connections but never answers is a 504 after --first-byte-timeout, not a connect failure", async () => {
+  // Accepts TCP connections and reads nothing: the kernel completes the handshake.
+  const listener = Deno.listen({ hostname: "127.0.0.43", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const connection of listener) held.push(connection);
+  })();
+  const models = { models: [{ name: "qwen", model: "qwen" }] };
+  try {
+    await using world = await startWorld({ pods: [] }, {
+      backends: [{ name: "mute", url: `http://127.0.0.43:${listener.addr.port}` }],
+      connectTimeoutMs: 50,
+      firstByteTimeoutMs: 500,
+      pollTimeoutMs: 50,
+    });
+    // Give the store a model on the mute pod, as a poll would have.
+    world.router.store.applyPolls([{
+      pod: "mute",
+      ok: true,
+      at: Date.now(),
+      onDisk: new Map([["qwen", models.models[0]]]),
+      loaded: new Map([["qwen", models.models[0]]]),
+      otherModels: new Set(),
+    }]);
+    const response = await postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT });
+    assert.equal(response.status, 504);
+    assert.equal((await response.json()).error, "pod mute sent no response within 500 ms");
+  } finally {
+    listener.close();
+    await accepting.catch(() => {});
+    for (const connection of held) connection.close();
+  }
+});
+
+Deno.test("canConnect() tells a listening port from a closed one", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.44", port: 0 });
+  const { port } = listener.addr;
+  const accepted = listener.accept();
+  assert.equal(await canConnect(`http://127.0.0.44:${port}`, 1000), true);
+  (await accepted).close();
+  listener.close();
+  assert.equal(await canConnect(`http://127.0.0.44:${port}`, 1000), false);
 });

@@ -316,6 +316,9 @@ export class Store {
     });
   }
 
+  /** Told of every ejection (for logs and metrics); set by whoever owns the store. */
+  onEject: ((pod: string, until: number, reason: string) => void) | undefined;
+
   /**
    * Takes the pod out of routing until `until` (epoch ms) and a poll after now has
    * succeeded (see {@linkcode isEjected}). What it had loaded may
@@ -328,6 +331,7 @@ export class Store {
     pod.runtime.ejectedUntil = until;
     pod.runtime.ejectedAt = Date.now();
     pod.runtime.ejectedReason = reason;
+    this.onEject?.(podName, until, reason);
     for (const model of pod.runtime.lastSent.keys()) pod.runtime.lastSent.set(model, 0);
   }
 

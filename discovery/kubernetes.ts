@@ -8,7 +8,7 @@
 
 import * as k8s from "@kubernetes/client-node";
 import type { PodIdentity, Store } from "../store.ts";
-import { ListWatchLoop } from "./list_watch.ts";
+import { ListWatchLoop, type WatchRestart } from "./list_watch.ts";
 
 /** Where the service account's files are mounted inside a pod. */
 export const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -18,6 +18,8 @@ export interface KubeConnection {
   config: k8s.KubeConfig;
   /** Said in logs and `/router/status`: `in-cluster`, `kubeconfig PATH` or `URL`. */
   source: string;
+  /** Told each time a watch starts again after a failure (for metrics). */
+  onWatchRestart?: (resource: string, reason: WatchRestart) => void;
 }
 
 /**
@@ -135,7 +137,10 @@ export class PodWatch {
       },
       onStatus: (connected, error) =>
         this.#store.setDiscovery({ connected, error, at: Date.now() }),
-    }, { maxBackoffMs: options.maxBackoffMs });
+    }, {
+      maxBackoffMs: options.maxBackoffMs,
+      onRestart: (reason) => connection.onWatchRestart?.("pods", reason),
+    });
   }
 
   /** Times the watch had to be started again after an error. */

@@ -29,6 +29,7 @@ import {
   relayBody,
   upstreamHeaders,
 } from "./upstream.ts";
+import { modelLabel, routeLabel, type RouterMetrics } from "../metrics.ts";
 
 const log = logger("proxy");
 
@@ -56,6 +57,21 @@ export interface ProxyOptions {
    * replica; undefined when this one makes them (it leads, or runs alone).
    */
   coldLoader?: () => string | undefined;
+  metrics?: RouterMetrics;
+}
+
+/** What one request became, filled in as it goes, for its log line and metrics. */
+interface Outcome {
+  /** `performance.now()` when the request arrived. */
+  arrived: number;
+  /** The model as the cluster knows it, once resolved. */
+  model?: string;
+  /** Whether the request named a model at all. */
+  named: boolean;
+  /** The last pod tried. */
+  pod?: string;
+  /** Set once the log line and metrics are taken care of (at the end of the body). */
+  recorded: boolean;
 }
 
 /**
@@ -110,7 +126,17 @@ class Proxy {
   }
 
   async handle(request: Request): Promise<Response> {
+    const outcome: Outcome = { arrived: performance.now(), named: false, recorded: false };
     const url = new URL(request.url);
+    const response = await this.#route(request, url, outcome);
+    if (!outcome.recorded) {
+      // The router answered itself (a refusal, or the pod never answered).
+      this.#record(request, url, outcome, { pod: "none", status: response.status, end: "refused" });
+    }
+    return response;
+  }
+
+  async #route(request: Request, url: URL, outcome: Outcome): Promise<Response> {
     const path = url.pathname;
     if (!METHODS.has(request.method)) {
       await request.body?.cancel();
@@ -134,8 +160,10 @@ class Proxy {
     const { store } = this.#options;
     let model: string | undefined;
     if (source.from !== "none") {
+      outcome.named = true;
       model = resolveModel(source.value, store.modelNames.value);
       if (model === undefined) return this.#unknownModel(path, source.value);
+      outcome.model = model;
     }
     const exclude = new Set<string>();
     for (let attempt = 1;; attempt++) {
@@ -164,34 +192,32 @@ class Proxy {
       if (choice.kind === "cold" && loadsModel(path) && !request.headers.has(FORWARDED)) {
         const leader = this.#options.coldLoader?.();
         if (leader) {
-          const answer = await this.#toLeader(request, url, body, leader);
+          const answer = await this.#toLeader(request, url, body, leader, outcome);
           if (answer) return answer;
         }
       }
       const endLoad = choice.kind === "cold" && loadsModel(path)
         ? this.#options.gate.begin(pod.name, model!)
         : undefined;
+      outcome.pod = pod.name;
       try {
-        return await this.#forward(request, url, source, body, pod.name, pod.url, model, endLoad);
+        return await this.#forward(request, url, source, body, pod.name, pod.url, outcome, endLoad);
       } catch (error) {
         endLoad?.(false);
         if (error instanceof FirstByteTimeout) {
+          this.#options.metrics?.upstreamError(pod.name, "timeout");
           this.#options.store.eject(pod.name, Date.now() + this.#options.ejectMs, error.message);
           return errorResponse(path, 504, error.message);
         }
         if (!(error instanceof ConnectFailure)) throw error;
         if (request.signal.aborted) return errorResponse(path, 499, "the client went away");
+        this.#options.metrics?.upstreamError(pod.name, "connect");
         this.#options.store.eject(pod.name, Date.now() + this.#options.ejectMs, error.message);
-        log.warn("pod {pod} failed before answering; ejected for {ejectMs} ms", {
-          pod: pod.name,
-          ejectMs: this.#options.ejectMs,
-          error: error.message,
-          attempt,
-        });
         exclude.add(pod.name);
         if (attempt >= MAX_ATTEMPTS) {
           return errorResponse(path, 502, `no pod could take the request: ${error.message}`);
         }
+        this.#options.metrics?.retried("connect");
       }
     }
   }
@@ -217,9 +243,10 @@ class Proxy {
     body: Uint8Array<ArrayBuffer> | null,
     podName: string,
     podUrl: string,
-    model: string | undefined,
+    outcome: Outcome,
     endLoad: ((succeeded: boolean) => void) | undefined,
   ): Promise<Response> {
+    const { model } = outcome;
     const headers = upstreamHeaders(request.headers);
     const requestId = requestIdOf(request);
     if (requestId) headers.set("x-request-id", requestId);
@@ -313,19 +340,18 @@ class Proxy {
       this.#options.repoll(podName);
     }
     const responseHeaders = downstreamHeaders(upstream.headers);
-    const ttfbMs = Math.round(performance.now() - started);
-    const logRequest = (bytes: number, outcome: string) =>
-      log.info("{method} {path} {status} via {pod}", {
-        method: request.method,
-        path: url.pathname,
-        model,
+    const headersAt = performance.now();
+    outcome.recorded = true;
+    if (upstream.status >= 500) this.#options.metrics?.upstreamError(podName, "http_5xx");
+    // Time to first byte runs to the first body byte: a stream's headers can come
+    // before its first token, which is what a user waits for.
+    const logRequest = (bytes: number, end: string, firstByteAt = headersAt) =>
+      this.#record(request, url, outcome, {
         pod: podName,
         status: upstream.status,
-        outcome,
-        durationMs: Math.round(performance.now() - started),
-        ttfbMs,
+        end,
         bytes,
-        requestId,
+        ttfbMs: firstByteAt - started,
       });
     if (upstream.status >= 400 && isApiPath(url.pathname)) {
       const text = await readLimited(upstream.body, MAX_ERROR_BODY);
@@ -350,8 +376,9 @@ class Proxy {
       this.#options.streamIdleTimeoutMs,
       (end) => {
         settle();
-        logRequest(end.bytes, end.kind);
+        logRequest(end.bytes, end.kind, end.firstByteAt);
         if (end.kind === "failed") {
+          this.#options.metrics?.upstreamError(podName, "stream");
           log.warn("stream from pod {pod} failed after {bytes} bytes", {
             pod: podName,
             model,
@@ -375,9 +402,11 @@ class Proxy {
     url: URL,
     body: Uint8Array<ArrayBuffer> | null,
     leader: string,
+    outcome: Outcome,
   ): Promise<Response | undefined> {
     const headers = upstreamHeaders(request.headers);
     headers.set(FORWARDED, "1");
+    const sent = performance.now();
     let answer: Response;
     try {
       answer = await fetch(leader + url.pathname + url.search, {
@@ -395,7 +424,19 @@ class Proxy {
       });
       return undefined;
     }
+    const headersAt = performance.now();
+    outcome.recorded = true;
+    // The leader counts the pod's side; here the pod is "leader".
+    const finished = (bytes: number, end: string, firstByteAt = headersAt) =>
+      this.#record(request, url, outcome, {
+        pod: "leader",
+        status: answer.status,
+        end,
+        bytes,
+        ttfbMs: firstByteAt - sent,
+      });
     if (!answer.body) {
+      finished(0, "done");
       return new Response(null, {
         status: answer.status,
         headers: downstreamHeaders(answer.headers),
@@ -406,12 +447,42 @@ class Proxy {
       answer.headers.get("content-type") ?? "",
       (error) => `the leading replica failed mid-stream: ${describe(error)}`,
       this.#options.streamIdleTimeoutMs,
-      () => {},
+      (end) => finished(end.bytes, end.kind, end.firstByteAt),
     );
     return new Response(relayed, {
       status: answer.status,
       statusText: answer.statusText,
       headers: downstreamHeaders(answer.headers),
+    });
+  }
+
+  /** The request's metrics and its one log line, once its answer has ended. */
+  #record(
+    request: Request,
+    url: URL,
+    outcome: Outcome,
+    result: { pod: string; status: number; end: string; bytes?: number; ttfbMs?: number },
+  ): void {
+    const durationMs = performance.now() - outcome.arrived;
+    this.#options.metrics?.finished({
+      model: modelLabel(outcome.model, outcome.named),
+      pod: result.pod,
+      route: routeLabel(url.pathname),
+      status: result.status,
+      durationSeconds: durationMs / 1000,
+      ttfbSeconds: result.ttfbMs === undefined ? undefined : result.ttfbMs / 1000,
+    });
+    log.info("{method} {path} {status} via {pod}", {
+      method: request.method,
+      path: url.pathname,
+      model: outcome.model,
+      pod: result.pod,
+      status: result.status,
+      outcome: result.end,
+      durationMs: Math.round(durationMs),
+      ttfbMs: result.ttfbMs === undefined ? undefined : Math.round(result.ttfbMs),
+      bytes: result.bytes,
+      requestId: requestIdOf(request),
     });
   }
 

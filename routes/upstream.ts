@@ -44,11 +44,13 @@ function dropHopByHop(headers: Headers): void {
   for (const name of HOP_BY_HOP) headers.delete(name);
 }
 
-/** How a relayed body ended. */
+/**
+ * How a relayed body ended; `firstByteAt` is the `performance.now()` of its first
+ * byte (the first token of a stream), undefined when no byte came.
+ */
 export type BodyEnd =
-  | { kind: "done"; bytes: number }
-  | { kind: "cancelled"; bytes: number }
-  | { kind: "failed"; bytes: number; error: unknown };
+  & { bytes: number; firstByteAt: number | undefined }
+  & ({ kind: "done" } | { kind: "cancelled" } | { kind: "failed"; error: unknown });
 
 /** The pod sent nothing for longer than `--stream-idle-timeout`. */
 export class StreamIdle extends Error {
@@ -71,6 +73,7 @@ export function relayBody(
 ): ReadableStream<Uint8Array> {
   const reader = body.getReader();
   let bytes = 0;
+  let firstByteAt: number | undefined;
   let lastByte = 0x0a;
   let ended = false;
   const end = (result: BodyEnd) => {
@@ -96,7 +99,7 @@ export function relayBody(
       } catch (error) {
         // The pod hangs: let go of it (this ends its connection) before telling the client.
         if (error instanceof StreamIdle) reader.cancel(error).catch(() => {});
-        end({ kind: "failed", bytes, error });
+        end({ kind: "failed", bytes, firstByteAt, error });
         const trailer = errorTrailer(contentType, describeFailure(error), lastByte);
         if (trailer) {
           controller.enqueue(trailer);
@@ -109,16 +112,17 @@ export function relayBody(
         clearTimeout(timer);
       }
       if (chunk.done) {
-        end({ kind: "done", bytes });
+        end({ kind: "done", bytes, firstByteAt });
         controller.close();
         return;
       }
+      if (bytes === 0 && chunk.value.byteLength > 0) firstByteAt = performance.now();
       bytes += chunk.value.byteLength;
       if (chunk.value.byteLength > 0) lastByte = chunk.value[chunk.value.byteLength - 1];
       controller.enqueue(chunk.value);
     },
     cancel(reason) {
-      end({ kind: "cancelled", bytes });
+      end({ kind: "cancelled", bytes, firstByteAt });
       return reader.cancel(reason);
     },
   }, { highWaterMark: 0 });
