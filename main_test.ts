@@ -271,3 +271,58 @@ Deno.test("a second SIGTERM makes a draining router exit at once, and --shutdown
     await child.stderr.cancel();
   }
 });
+
+/** True when this machine lets us start a process in a new PID namespace (root, or user namespaces). */
+function canUnshare(): boolean {
+  try {
+    return new Deno.Command("unshare", { args: ["--pid", "--fork", "true"], stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "as PID 1 of its own PID namespace, as in a container, the router still drains on SIGTERM",
+  // Needs unshare(1) and the right to make a PID namespace; reported as ignored where missing.
+  ignore: !canUnshare(),
+  async fn() {
+    await using cluster = await startSimCluster({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
+    const child = new Deno.Command("unshare", {
+      args: [
+        "--pid",
+        "--fork",
+        "--kill-child",
+        Deno.execPath(),
+        "run",
+        ...await startTaskFlags(),
+        new URL("./main.ts", import.meta.url).pathname,
+        "--backends",
+        cluster.backends,
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--drain-delay",
+        "0s",
+      ],
+      clearEnv: true,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const log = logLines(child.stdout);
+    await log.next(/^listening/);
+    // The router is PID 1 inside; from here it has another PID, a child of unshare's.
+    // (Deno asks for --allow-all to read /proc itself; cat may.)
+    const children = await new Deno.Command("cat", {
+      args: [`/proc/${child.pid}/task/${child.pid}/children`],
+    }).output();
+    const [pid1] = new TextDecoder().decode(children.stdout).trim().split(" ").map(Number);
+    // The kernel drops signals to a namespace's PID 1 that it has no handler for.
+    Deno.kill(pid1, "SIGTERM");
+    await log.next(/every request finished/);
+    assert.equal((await child.status).code, 0);
+    assert.equal(await new Response(child.stderr).text(), "");
+  },
+});

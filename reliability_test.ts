@@ -354,3 +354,22 @@ Deno.test("canConnect() tells a listening port from a closed one", async () => {
   listener.close();
   assert.equal(await canConnect(`http://127.0.0.44:${port}`, 1000), false);
 });
+
+Deno.test("a POST whose pod dies after taking it, before any answer, is answered by another pod", async () => {
+  const spec: SimPodOptions = { models: ["qwen"], loaded: ["qwen"] };
+  await using world = await startWorld({ pods: [spec, spec] });
+  const pods = world.cluster.pods;
+  for (const pod of pods) pod.pause();
+  const answer = postJson(`${world.url}/api/chat`, { model: "qwen", stream: false, ...CHAT });
+  // Whichever pod got it has started generating: the request was sent and taken.
+  const taken = await Promise.race(
+    pods.map((pod) => pod.waitFor((e) => e.type === "generation-start").then(() => pod)),
+  );
+  const other = pods.find((pod) => pod !== taken)!;
+  other.resume();
+  await taken.kill();
+  const response = await answer;
+  assert.equal(response.status, 200);
+  assert.equal((await response.json()).done, true);
+  assert.ok(other.events.some((e) => e.type === "generation-end"));
+});

@@ -273,10 +273,11 @@ class Proxy {
         ),
       this.#options.firstByteTimeoutMs,
     );
-    // A cold request keeps going when its client leaves before the answer: the pod
-    // goes on loading regardless, and the followers must stay held until it is done.
+    // A client that leaves cancels the pod's work (the signal covers the body too).
+    // Except a cold request, before its answer: the pod goes on loading regardless,
+    // and the followers must stay held until it is done; it follows its client later.
+    const signal = endLoad ? abort.signal : AbortSignal.any([abort.signal, request.signal]);
     const followClient = () => abort.abort(request.signal.reason);
-    if (!endLoad) request.signal.addEventListener("abort", followClient, { once: true });
     // fetch() has no connect timeout, and a powered-off board leaves the SYN
     // unanswered for minutes: if no answer came within the connect timeout, a fresh
     // connection tells a dead pod from a slow one.
@@ -312,7 +313,7 @@ class Proxy {
         headers,
         body: outgoing,
         redirect: "manual",
-        signal: abort.signal,
+        signal,
       });
     } catch (error) {
       settle();
