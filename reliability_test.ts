@@ -154,6 +154,9 @@ Deno.test(`a ${OUTAGE_MS / 1000} s Kubernetes API outage does not stop routing, 
   // Meanwhile the cluster changes: a pod is deleted, which the router must see
   // once the API is back (it cannot see it before).
   world.kube.remove("pods", "default", "rk-2");
+  // It comes back as a restarted API server does: every resourceVersion the
+  // router holds is too old (a watch from one gets 410 Gone).
+  world.kube.expireResourceVersions();
   await new Promise((resolve) => setTimeout(resolve, OUTAGE_MS));
   const during = { ...load.figures };
   const restoredAt = Date.now();
@@ -372,4 +375,70 @@ Deno.test("a POST whose pod dies after taking it, before any answer, is answered
   assert.equal(response.status, 200);
   assert.equal((await response.json()).done, true);
   assert.ok(other.events.some((e) => e.type === "generation-end"));
+});
+
+Deno.test({
+  name:
+    "a pod that cannot be connected to within --connect-timeout is ejected and the request goes to another",
+  // The probe's connect is still waiting on the kernel when the test ends; it is
+  // closed when it completes, which may be after the test.
+  sanitizeOps: false,
+  async fn() {
+    // A listener that never accepts, with its accept queue full: the kernel drops
+    // further SYNs, as a powered-off board does.
+    const listener = Deno.listen({ hostname: "127.0.0.46", port: 0 });
+    const queued: Deno.Conn[] = [];
+    try {
+      for (;;) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const connecting = Deno.connect({ hostname: "127.0.0.46", port: listener.addr.port });
+        const connected = await Promise.race([
+          connecting,
+          new Promise<undefined>((resolve) => timer = setTimeout(() => resolve(undefined), 200)),
+        ]);
+        clearTimeout(timer);
+        if (!connected) {
+          // The SYN that found the queue full: closed whenever it completes or fails.
+          connecting.then((late) => late.close(), () => {});
+          break;
+        }
+        queued.push(connected);
+        assert.ok(queued.length < 5000, "the accept queue never filled");
+      }
+      await using world = await startWorld({ pods: [{ models: ["qwen"] }] }, {
+        connectTimeoutMs: 100,
+        pollTimeoutMs: 100,
+      });
+      const entry = { name: "qwen", model: "qwen" };
+      world.router.store.upsertPod({
+        name: "dark",
+        node: "dark",
+        url: `http://127.0.0.46:${listener.addr.port}`,
+        ready: true,
+      });
+      // The dark pod holds the only loaded copy, so it is tried first.
+      world.router.store.applyPolls([{
+        pod: "dark",
+        ok: true,
+        at: Date.now(),
+        onDisk: new Map([["qwen", entry]]),
+        loaded: new Map([["qwen", entry]]),
+        otherModels: new Set(),
+      }]);
+      const response = await postJson(`${world.url}/api/chat`, {
+        model: "qwen",
+        stream: false,
+        ...CHAT,
+      });
+      assert.equal(response.status, 200);
+      await response.body?.cancel();
+      const pods = (await (await fetch(`${world.url}/router/pods`)).json()).pods;
+      const dark = pods.find((pod: { name: string }) => pod.name === "dark");
+      assert.equal(dark.state, "ejected");
+      assert.equal(dark.ejected_reason, "pod dark could not be connected to within 100 ms");
+    } finally {
+      for (const connection of queued) connection.close();
+      listener.close();
+    }
+  },
 });
