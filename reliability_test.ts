@@ -233,7 +233,7 @@ Deno.test("a client that reads a stream slowly does not make the router buffer i
     // Read 4 MiB, then stop reading while the pod could go on sending.
     while (read < 4 * 1024 ** 2) read += (await reader.read()).value!.byteLength;
     const before = pulled;
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await new Promise((resolve) => setTimeout(resolve, 2000));
     const stalledAt = pulled;
     await reader.cancel();
     report("slow reader", {
@@ -241,8 +241,10 @@ Deno.test("a client that reads a stream slowly does not make the router buffer i
       pod_sent_mib: Math.round(stalledAt / 1024 ** 2),
       growth_while_stalled_mib: Math.round((stalledAt - before) / 1024 ** 2),
     });
-    // What the pod got rid of is what the sockets hold, a few MiB, not what it offers.
-    assert.ok(stalledAt - read < 64 * 1024 ** 2, `the router took ${stalledAt} bytes ahead`);
+    // What the pod got rid of beyond what the client read is what the two sockets'
+    // buffers hold (tens of MiB where tcp_rmem allows 32 MiB), not the 1 GiB offered,
+    // which a router that reads ahead takes in well under a second on loopback.
+    assert.ok(stalledAt - read < 256 * 1024 ** 2, `the router took ${stalledAt} bytes ahead`);
   } finally {
     await pod.shutdown();
   }
