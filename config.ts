@@ -19,6 +19,7 @@ export interface RouterConfig {
   unreachableAfter: number;
   podPort: number;
   maxBodyBytes: number;
+  maxBodyTotalBytes: number;
   ejectMs: number;
   firstByteTimeoutMs: number;
   connectTimeoutMs: number;
@@ -224,6 +225,14 @@ export const FLAGS: readonly FlagSpec[] = [
     kind: "size",
     default: "64MiB",
     help: "largest request body accepted (413 past it)",
+  },
+  {
+    flag: "max-body-total",
+    key: "maxBodyTotalBytes",
+    kind: "size",
+    default: "64MiB",
+    help:
+      "request bodies held at once across all requests (at least --max-body); past it a request gets 503 and Retry-After, so large uploads at once cannot exhaust memory",
   },
   {
     flag: "eject-duration",

@@ -115,6 +115,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       gate,
       repoll: (pod) => void poller.repoll(pod),
       maxBodyBytes: config.maxBodyBytes,
+      maxBodyTotalBytes: Math.max(config.maxBodyTotalBytes, config.maxBodyBytes),
       ejectMs: config.ejectMs,
       firstByteTimeoutMs: config.firstByteTimeoutMs,
       connectTimeoutMs: config.connectTimeoutMs,

@@ -99,6 +99,19 @@ Deno.test("a JSON body that is not UTF-8 is a 400 that says so", async () => {
   });
 });
 
+Deno.test("an unknown model name is echoed in its 404 only up to 200 characters", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }] });
+  const response = await fetch(`${world.url}/api/chat`, {
+    method: "POST",
+    body: JSON.stringify({ model: "q".repeat(1_000_000) }),
+  });
+  assert.equal(response.status, 404);
+  assert.equal(
+    (await response.json()).error,
+    `model '${"q".repeat(200)}...' not found; available: qwen`,
+  );
+});
+
 Deno.test("path traversal in /files/... and /api/modelfile/... is a 400 and reaches no pod", async () => {
   await using world = await startWorld({ pods: [{ models: ["qwen"] }] });
   for (
@@ -294,4 +307,30 @@ Deno.test("thousands of random requests never crash, hang or confuse the router"
   });
   assert.equal(chat.status, 200);
   await chat.body?.cancel();
+});
+
+Deno.test("bodies held at once are bounded by --max-body-total: past it a 503 with Retry-After", async () => {
+  await using world = await startWorld(
+    { pods: [{ models: ["qwen"], loaded: ["qwen"] }] },
+    { maxBodyBytes: 1024, maxBodyTotalBytes: 1024 },
+  );
+  const [pod] = world.cluster.pods;
+  const chat = () =>
+    fetch(`${world.url}/api/chat`, {
+      method: "POST",
+      body: JSON.stringify({ model: "qwen", stream: false, messages: [], pad: "x".repeat(700) }),
+    });
+  pod.pause();
+  const first = chat();
+  await pod.waitFor((e) => e.type === "generation-start");
+  const second = await chat();
+  assert.equal(second.status, 503);
+  assert.ok(second.headers.has("retry-after"));
+  assert.match((await second.json()).error, /--max-body-total/);
+  pod.resume();
+  assert.equal((await first).status, 200);
+  await (await first).body?.cancel();
+  const third = await chat();
+  assert.equal(third.status, 200);
+  await third.body?.cancel();
 });

@@ -40,6 +40,8 @@ export interface ProxyOptions {
   /** Asks for a fresh poll of a pod the router just changed (it loaded a model). */
   repoll: (pod: string) => void;
   maxBodyBytes: number;
+  /** Bytes of request bodies held at once, across requests (see `--max-body-total`). */
+  maxBodyTotalBytes: number;
   ejectMs: number;
   firstByteTimeoutMs: number;
   /** See `--connect-timeout`; a pod not connectable this long is given up on. */
@@ -120,15 +122,23 @@ export function proxyRoutes(options: ProxyOptions): Hono {
 class Proxy {
   readonly #options: ProxyOptions;
   #turn = 0;
+  readonly #bodies: BodyBudget;
 
   constructor(options: ProxyOptions) {
     this.#options = options;
+    this.#bodies = new BodyBudget(options.maxBodyTotalBytes);
   }
 
   async handle(request: Request): Promise<Response> {
     const outcome: Outcome = { arrived: performance.now(), named: false, recorded: false };
     const url = new URL(request.url);
-    const response = await this.#route(request, url, outcome);
+    let held = 0;
+    let response: Response;
+    try {
+      response = await this.#route(request, url, outcome, (bytes) => held = bytes);
+    } finally {
+      this.#bodies.release(held);
+    }
     if (!outcome.recorded) {
       // The router answered itself (a refusal, or the pod never answered).
       this.#record(request, url, outcome, { pod: "none", status: response.status, end: "refused" });
@@ -136,7 +146,12 @@ class Proxy {
     return response;
   }
 
-  async #route(request: Request, url: URL, outcome: Outcome): Promise<Response> {
+  async #route(
+    request: Request,
+    url: URL,
+    outcome: Outcome,
+    holding: (bytes: number) => void,
+  ): Promise<Response> {
     const path = url.pathname;
     if (!METHODS.has(request.method)) {
       await request.body?.cancel();
@@ -147,9 +162,16 @@ class Proxy {
     let body: Uint8Array<ArrayBuffer> | null;
     let source: ModelSource;
     try {
-      body = await readBody(request, this.#options.maxBodyBytes, this.#options.bodyTimeoutMs);
+      body = await readBody(
+        request,
+        this.#options.maxBodyBytes,
+        this.#options.bodyTimeoutMs,
+        this.#bodies,
+      );
+      holding(body?.byteLength ?? 0);
       source = await findModel(path, request.headers.get("content-type") ?? "", body);
     } catch (error) {
+      if (error instanceof BodiesFull) return this.#unavailable(path, error.message);
       if (error instanceof BadRequest) return errorResponse(path, error.status, error.message);
       if (request.signal.aborted) return errorResponse(path, 499, "the client went away");
       throw error;
@@ -498,7 +520,9 @@ class Proxy {
     const names = [...store.modelNames.value].sort();
     const shown = names.slice(0, 20).join(", ") + (names.length > 20 ? ", ..." : "");
     const hint = names.length > 0 ? `; available: ${shown}` : "; no pod has any model on disk";
-    return errorResponse(path, 404, `model '${requested}' not found${hint}`);
+    // A name can be as long as the body: the error need not echo megabytes.
+    const name = requested.length > 200 ? `${requested.slice(0, 200)}...` : requested;
+    return errorResponse(path, 404, `model '${name}' not found${hint}`);
   }
 
   #unavailable(path: string, reason: string): Response {
@@ -562,15 +586,51 @@ function pickHeaders(headers: Headers, names: readonly string[]): Headers {
 }
 
 /**
- * The whole request body, or null when there is none.
+ * Request bodies held at once across requests: each costs several times its size
+ * while in flight, so many large uploads together could exhaust memory. Requests
+ * past the budget are refused, not queued.
+ */
+class BodyBudget {
+  #held = 0;
+  readonly #limit: number;
+
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  /** @throws {BodiesFull} when `bytes` more would pass the budget */
+  take(bytes: number): void {
+    if (this.#held + bytes > this.#limit) {
+      throw new BodiesFull(
+        `the router holds ${this.#held} bytes of request bodies already, the most it takes at once (--max-body-total); retry shortly`,
+      );
+    }
+    this.#held += bytes;
+  }
+
+  release(bytes: number): void {
+    this.#held -= bytes;
+  }
+}
+
+/** The body would pass `--max-body-total`. */
+class BodiesFull extends Error {
+  override name = "BodiesFull";
+}
+
+/**
+ * The whole request body, or null when there is none; its bytes are taken from
+ * `budget`, and the caller gives them back when the request ends.
  *
  * @throws {BadRequest} 413 once it grows past `limit` bytes, 408 when it has not
  * all arrived within `timeoutMs` (a client trickling a body would hold a slot)
+ * @throws {BodiesFull} when the budget has no room for it
  */
 async function readBody(
   request: Request,
   limit: number,
   timeoutMs: number,
+  budget: BodyBudget,
 ): Promise<Uint8Array<ArrayBuffer> | null> {
   if (!request.body) return null;
   const tooLarge = () =>
@@ -597,11 +657,13 @@ async function readBody(
     for (;;) {
       const chunk = await Promise.race([reader.read(), expired]);
       if (chunk.done) break;
+      if (size + chunk.value.byteLength > limit) throw tooLarge();
+      budget.take(chunk.value.byteLength);
       size += chunk.value.byteLength;
-      if (size > limit) throw tooLarge();
       chunks.push(chunk.value as Uint8Array<ArrayBuffer>);
     }
   } catch (error) {
+    budget.release(size);
     reader.cancel().catch(() => {});
     throw error;
   } finally {
