@@ -149,7 +149,12 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     onActionResult: (result) => metrics.reconcileAction(result.action.kind, result.outcome),
   });
   started.placement = placement;
-  log.info("listening on {url}", { url, pods: store.pods.peek().size });
+  log.info("listening on {url}", {
+    url,
+    pods: store.pods.peek().size,
+    // Whether operator writes and model management need --admin-token (never the token).
+    adminToken: config.adminToken !== "",
+  });
   return {
     url,
     store,
