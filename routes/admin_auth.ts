@@ -29,9 +29,20 @@ const MODEL_MANAGEMENT = new Set([
   "/api/debug",
 ]);
 
-/** True when a request with this method and path needs the admin token (when one is set). */
-export function needsAdmin(method: string, path: string): boolean {
+/**
+ * True when a request with this method and path needs the admin token (when one
+ * is set). The path is compared as the pod will read it: percent-decoded (FastAPI
+ * routes `/api/%6Coad` to `/api/load`) and with repeated slashes merged (Flask does).
+ */
+export function needsAdmin(method: string, rawPath: string): boolean {
   const reads = method === "GET" || method === "HEAD" || method === "OPTIONS";
+  let path = rawPath;
+  try {
+    path = decodeURIComponent(rawPath);
+  } catch {
+    // Not valid percent-encoding: no pod routes it anywhere else either.
+  }
+  path = path.replace(/\/{2,}/g, "/");
   if (path.startsWith("/router/")) return !reads;
   if (path.startsWith("/api/modelfile/")) return !reads;
   return MODEL_MANAGEMENT.has(path);

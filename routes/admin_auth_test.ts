@@ -27,6 +27,9 @@ Deno.test("needsAdmin() covers operator writes and model management, not reads o
       ["POST", "/unload_models"],
       ["DELETE", "/rm"],
       ["PATCH", "/api/modelfile/qwen"],
+      ["POST", "/api/%6Coad"],
+      ["POST", "//api//pull"],
+      ["POST", "/router%2Fforce_unload_all"],
     ]
   ) assert.equal(needsAdmin(method, path), true, `${method} ${path}`);
   for (
@@ -57,7 +60,15 @@ Deno.test("with --admin-token, operator writes and model management need the bea
   });
   assert.equal(wrong.status, 401);
   assert.match((await wrong.json()).error, /admin token is wrong/);
-  assert.equal(pod.events.some((e) => e.path === "/api/load"), false);
+  const encoded = await postJson(`${world.url}/api/%6Coad`, { model: "phi" });
+  assert.equal(encoded.status, 401);
+  await encoded.body?.cancel();
+  assert.equal(
+    pod.events.some((e) =>
+      e.path?.startsWith("/api/") && e.path !== "/api/tags" && e.path !== "/api/ps"
+    ),
+    false,
+  );
   const load = await postJson(`${world.url}/api/load`, { model: "phi" }, {
     headers: { authorization: "Bearer s3cret", "content-type": "application/json" },
   });
