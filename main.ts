@@ -22,6 +22,7 @@ import { eventRoutes } from "./routes/events.ts";
 import { renderSections, uiRoutes } from "./routes/ui.tsx";
 import { errorResponse } from "./routes/errors.ts";
 import { requestIds } from "./routes/request_id.ts";
+import { adminAuth } from "./routes/admin_auth.ts";
 import { logger, setupLogging } from "./log.ts";
 import { RouterMetrics } from "./metrics.ts";
 
@@ -36,8 +37,13 @@ export interface Router {
   /** Model placement, when there is a config to follow. */
   placement: Placement | undefined;
   metrics: RouterMetrics;
-  /** Stops accepting, lets requests in flight finish, stops polling. */
-  shutdown(): Promise<void>;
+  /** Makes `/health/ready` answer 503 from now on, so endpoints drop this replica. */
+  drain(): void;
+  /**
+   * Stops accepting, lets requests in flight finish (for at most `timeoutMs`, when
+   * given), stops polling. Resolves true when every request finished in time.
+   */
+  shutdown(timeoutMs?: number): Promise<boolean>;
 }
 
 /**
@@ -87,15 +93,17 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
 
   await poller.pollAll();
   const activity = new ModelActivity();
-  // No admin token exists yet (issue 6 adds --admin-token): the page only asks to confirm.
-  const adminTokenRequired = false;
+  // The page asks for the token only when the router checks one (routes/admin_auth.ts).
+  const adminTokenRequired = config.adminToken !== "";
   const feed = new StatusFeed(
     routerSnapshot({ store, placement: () => started.placement, activity, adminTokenRequired }),
   );
 
+  let draining = false;
   const app = new Hono();
   app.use(requestIds());
-  app.route("/", healthRoutes(store));
+  app.use(adminAuth(config.adminToken));
+  app.route("/", healthRoutes(store, () => draining));
   app.route("/", uiRoutes({ feed, adminTokenRequired }));
   app.route("/", eventRoutes({ feed, render: renderSections }));
   app.get(
@@ -119,8 +127,12 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       gate,
       repoll: (pod) => void poller.repoll(pod),
       maxBodyBytes: config.maxBodyBytes,
+      maxBodyTotalBytes: Math.max(config.maxBodyTotalBytes, config.maxBodyBytes),
       ejectMs: config.ejectMs,
       firstByteTimeoutMs: config.firstByteTimeoutMs,
+      connectTimeoutMs: config.connectTimeoutMs,
+      streamIdleTimeoutMs: config.streamIdleTimeoutMs,
+      bodyTimeoutMs: config.bodyTimeoutMs,
       retryAfterSeconds: Math.min(30, Math.max(1, Math.ceil(config.pollIntervalMs / 1000))),
       // The poll that would show the expiry can be a whole interval late, plus slack.
       staleAfterMs: Math.max(0, config.podIdleExpiryMs - config.pollIntervalMs - 30_000),
@@ -153,24 +165,51 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     onActionResult: (result) => metrics.reconcileAction(result.action.kind, result.outcome),
   });
   started.placement = placement;
-  log.info("listening on {url}", { url, pods: store.pods.peek().size });
+  log.info("listening on {url}", {
+    url,
+    pods: store.pods.peek().size,
+    // Whether operator writes and model management need --admin-token (never the token).
+    adminToken: config.adminToken !== "",
+  });
   return {
     url,
     store,
     poller,
     placement,
     metrics,
-    async shutdown() {
+    drain() {
+      draining = true;
+    },
+    async shutdown(timeoutMs?: number) {
+      draining = true;
       // Stop taking requests first; the rest (Lease release included) follows.
       // Event streams never end by themselves, so they are ended here (pages reconnect).
-      const stopped = server.shutdown();
+      const stopping = withTimeout(server.shutdown(), timeoutMs);
       feed.close();
-      await stopped;
+      const finished = await stopping;
       await placement?.stop();
       poller.stop();
       await podWatch?.stop();
+      return finished;
     },
   };
+}
+
+/** True when `promise` settles within `ms` (no limit when undefined), else false. */
+async function withTimeout(promise: Promise<void>, ms: number | undefined): Promise<boolean> {
+  if (ms === undefined) {
+    await promise;
+    return true;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), expired]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** True when the file exists and this process may read it. */
@@ -216,12 +255,26 @@ async function main(args: string[]): Promise<void> {
     );
     Deno.exit(2);
   }
+  // Explicit listeners, so this works as PID 1 in a container too, where the
+  // kernel gives SIGTERM no default action.
   let stopping = false;
   const stop = async (signal: string) => {
-    if (stopping) Deno.exit(1);
+    if (stopping) {
+      log.warn("{signal} again: exiting at once", { signal });
+      Deno.exit(1);
+    }
     stopping = true;
-    log.info("{signal}: finishing requests in flight, then exiting", { signal });
-    await router.shutdown();
+    router.drain();
+    log.info(
+      "{signal}: draining; /health/ready answers 503, new connections are refused in {drainDelayMs} ms, then requests in flight get up to {shutdownTimeoutMs} ms to finish",
+      { signal, drainDelayMs: config.drainDelayMs, shutdownTimeoutMs: config.shutdownTimeoutMs },
+    );
+    await new Promise((resolve) => setTimeout(resolve, config.drainDelayMs));
+    const shutdown = router.shutdown(config.shutdownTimeoutMs);
+    log.info("drain delay over: no new connections; waiting for requests in flight");
+    const finished = await shutdown;
+    if (finished) log.info("every request finished; exiting");
+    else log.warn("requests still in flight after --shutdown-timeout are cut; exiting");
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));

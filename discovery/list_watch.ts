@@ -69,7 +69,9 @@ export class ListWatchLoop<T> {
   ) {
     this.#config = config;
     this.#source = source;
-    this.#maxBackoffMs = options.maxBackoffMs ?? 30_000;
+    // Kept short so discovery is back within seconds of an API outage's end; a
+    // list every 10 s per watch is no load for an API server.
+    this.#maxBackoffMs = options.maxBackoffMs ?? 10_000;
     this.#onRestart = options.onRestart ?? (() => {});
   }
 

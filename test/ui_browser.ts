@@ -8,15 +8,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
-import { Hono } from "hono";
 import { parseConfig } from "../config.ts";
 import { startRouter } from "../main.ts";
 import { startSimCluster } from "../sim/cluster.ts";
-import { Store } from "../store.ts";
-import { ModelActivity } from "../routes/model_activity.ts";
-import { routerSnapshot, StatusFeed } from "../routes/status_feed.ts";
-import { renderSections, uiRoutes } from "../routes/ui.tsx";
-import { eventRoutes } from "../routes/events.ts";
+import { startWorld } from "../sim/fixture.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const hasChromium = (() => {
@@ -154,64 +149,47 @@ Deno.test({
   name: "force unload asks to confirm, and asks for the admin token when the router needs one",
   ignore: !hasChromium,
   async fn() {
-    const store = new Store();
-    store.upsertPod({ name: "rk-a", node: "n", url: "http://127.0.0.1:9", ready: true });
-    const feed = new StatusFeed(routerSnapshot({
-      store,
-      placement: () => undefined,
-      activity: new ModelActivity(),
-      adminTokenRequired: true,
-    }));
+    await using world = await startWorld(
+      { firstAddress: 95, pods: [{ name: "board-a", models: ["qwen"], loaded: ["qwen"] }] },
+      { adminToken: "s3cret" },
+    );
     const seen: (string | null)[] = [];
-    const app = new Hono()
-      .route("/", uiRoutes({ feed, adminTokenRequired: true }))
-      .route("/", eventRoutes({ feed, render: renderSections }))
-      .post("/router/force_unload_all", (c) => {
-        const authorization = c.req.header("authorization") ?? null;
-        seen.push(authorization);
-        if (authorization !== "Bearer s3cret") return c.json({ error: "wrong token" }, 401);
-        return c.json({
-          message: "Force unload completed on 1/1 pods",
-          total_pods: 1,
-          success_count: 1,
+    await withBrowser(async (page) => {
+      page.on("request", (request) => {
+        if (request.url().endsWith("/force_unload_all")) {
+          seen.push(request.headers()["authorization"] ?? null);
+        }
+      });
+      await page.goto(`${world.url}/ui`);
+      const button = page.locator('[data-action="force-unload"]');
+      const answers: string[] = [];
+      const next = (...replies: (string | false)[]) => {
+        page.removeAllListeners("dialog");
+        page.on("dialog", (dialog) => {
+          answers.push(dialog.type());
+          const reply = replies.shift();
+          void (reply === false ? dialog.dismiss() : dialog.accept(reply || undefined));
         });
-      });
-    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
-    try {
-      await withBrowser(async (page) => {
-        await page.goto(`http://127.0.0.1:${server.addr.port}/ui`);
-        const button = page.locator('[data-action="force-unload"]');
-        const answers: string[] = [];
-        const next = (...replies: (string | false)[]) => {
-          page.removeAllListeners("dialog");
-          page.on("dialog", (dialog) => {
-            answers.push(dialog.type());
-            const reply = replies.shift();
-            void (reply === false ? dialog.dismiss() : dialog.accept(reply || undefined));
-          });
-        };
-        const sent = () =>
-          page.waitForResponse((response) => response.url().endsWith("/force_unload_all"), WAIT);
-        // Declining the confirmation sends nothing (the requests below are all there is).
-        next(false);
-        await button.click();
-        // A wrong token is refused, and forgotten.
-        next("", "wrong");
-        await Promise.all([sent(), button.click()]);
-        await page.locator("#notice", { hasText: "refused the admin token" }).waitFor(WAIT);
-        // The right one works, and is kept for this tab only: the next click asks no token.
-        next("", "s3cret");
-        await Promise.all([sent(), button.click()]);
-        await page.locator("#notice", { hasText: "completed on 1/1" }).waitFor(WAIT);
-        next("");
-        await Promise.all([sent(), button.click()]);
-        assert.deepEqual(answers, ["confirm", "confirm", "prompt", "confirm", "prompt", "confirm"]);
-        assert.deepEqual(seen, ["Bearer wrong", "Bearer s3cret", "Bearer s3cret"]);
-      });
-    } finally {
-      const stopped = server.shutdown();
-      feed.close();
-      await stopped;
-    }
+      };
+      const sent = () =>
+        page.waitForResponse((response) => response.url().endsWith("/force_unload_all"), WAIT);
+      // Declining the confirmation sends nothing (the requests below are all there is).
+      next(false);
+      await button.click();
+      // A wrong token is refused, and forgotten.
+      next("", "wrong");
+      await Promise.all([sent(), button.click()]);
+      await page.locator("#notice", { hasText: "refused the admin token" }).waitFor(WAIT);
+      assert.deepEqual(world.cluster.pods[0].loadedModels(), ["qwen"]);
+      // The right one works, and is kept for this tab only: the next click asks no token.
+      next("", "s3cret");
+      await Promise.all([sent(), button.click()]);
+      await page.locator("#notice", { hasText: "completed on 1/1" }).waitFor(WAIT);
+      assert.deepEqual(world.cluster.pods[0].loadedModels(), []);
+      next("");
+      await Promise.all([sent(), button.click()]);
+      assert.deepEqual(answers, ["confirm", "confirm", "prompt", "confirm", "prompt", "confirm"]);
+      assert.deepEqual(seen, ["Bearer wrong", "Bearer s3cret", "Bearer s3cret"]);
+    });
   },
 });
