@@ -19,10 +19,18 @@ export interface RouterConfig {
   unreachableAfter: number;
   podPort: number;
   maxBodyBytes: number;
+  maxBodyTotalBytes: number;
   ejectMs: number;
   firstByteTimeoutMs: number;
+  connectTimeoutMs: number;
+  streamIdleTimeoutMs: number;
+  bodyTimeoutMs: number;
+  drainDelayMs: number;
+  shutdownTimeoutMs: number;
+  adminToken: string;
   maxQueue: number;
   logLevel: LogLevel;
+  logFormat: LogFormat;
   kubeApi: string;
   modelsFile: string;
   unloadUnmanaged: boolean;
@@ -44,12 +52,15 @@ export interface StaticBackend {
 /** Log levels accepted by `--log-level`. */
 export type LogLevel = "debug" | "info" | "warning" | "error";
 
+/** `--log-format`: JSON lines for collectors, or text for people. */
+export type LogFormat = "json" | "pretty";
+
 /** A flag or environment value that cannot be used; the message names it. */
 export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-type Kind = "int" | "string" | "duration" | "size" | "backends" | "level" | "bool";
+type Kind = "int" | "string" | "duration" | "size" | "backends" | "level" | "bool" | "choice";
 
 interface FlagSpec {
   flag: string;
@@ -61,6 +72,10 @@ interface FlagSpec {
   max?: number;
   /** A string flag whose empty value means "not set". */
   optional?: boolean;
+  /** A duration that may be 0 (off). */
+  zero?: boolean;
+  /** The values a `choice` flag accepts. */
+  choices?: readonly string[];
 }
 
 /** Every flag the router accepts, in `--help` order. */
@@ -212,11 +227,20 @@ export const FLAGS: readonly FlagSpec[] = [
     help: "largest request body accepted (413 past it)",
   },
   {
+    flag: "max-body-total",
+    key: "maxBodyTotalBytes",
+    kind: "size",
+    default: "64MiB",
+    help:
+      "request bodies held at once across all requests (at least --max-body); past it a request gets 503 and Retry-After, so large uploads at once cannot exhaust memory",
+  },
+  {
     flag: "eject-duration",
     key: "ejectMs",
     kind: "duration",
     default: "15s",
-    help: "how long a pod that refused a connection gets no new requests",
+    help:
+      "how long a pod that refused a connection or sent no answer in time gets no new requests; it returns with its next good poll after that",
   },
   {
     flag: "first-byte-timeout",
@@ -225,6 +249,55 @@ export const FLAGS: readonly FlagSpec[] = [
     default: "6m",
     help:
       "longest wait for a pod's response headers (a cold load plus a queued generation can take minutes)",
+  },
+  {
+    flag: "connect-timeout",
+    key: "connectTimeoutMs",
+    kind: "duration",
+    default: "5s",
+    help:
+      "longest wait to open a connection to a pod; past it the pod is ejected and the request tried on another",
+  },
+  {
+    flag: "stream-idle-timeout",
+    key: "streamIdleTimeoutMs",
+    kind: "duration",
+    default: "6m",
+    help:
+      "longest silence inside a pod's response body before it is ended with an error (a queued FastAPI pod is silent up to 300 s after its headers); a stream that keeps sending has no time limit",
+  },
+  {
+    flag: "body-timeout",
+    key: "bodyTimeoutMs",
+    kind: "duration",
+    default: "60s",
+    help: "longest time a client may take to send its request body (408 past it)",
+  },
+  {
+    flag: "drain-delay",
+    key: "drainDelayMs",
+    kind: "duration",
+    default: "5s",
+    zero: true,
+    help:
+      "on SIGTERM or SIGINT, how long /health/ready answers 503 while new requests are still taken, so endpoints can drop this replica",
+  },
+  {
+    flag: "shutdown-timeout",
+    key: "shutdownTimeoutMs",
+    kind: "duration",
+    default: "60s",
+    help:
+      "after the drain delay, how long requests and streams in flight may take to finish before the router exits anyway",
+  },
+  {
+    flag: "admin-token",
+    key: "adminToken",
+    kind: "string",
+    default: "",
+    optional: true,
+    help:
+      "when set, POST /router/* and model management (/api/pull, /api/delete, /api/create, /api/load, /api/unload, ...) need 'Authorization: Bearer TOKEN'; prefer the environment variable, which ps does not show",
   },
   {
     flag: "max-queue",
@@ -248,7 +321,15 @@ export const FLAGS: readonly FlagSpec[] = [
     key: "logLevel",
     kind: "level",
     default: "info",
-    help: "debug, info, warning or error",
+    help: "debug, info, warn (or warning) or error",
+  },
+  {
+    flag: "log-format",
+    key: "logFormat",
+    kind: "choice",
+    choices: ["json", "pretty"],
+    default: "json",
+    help: "json (one JSON object per line, for collectors) or pretty (text for a terminal)",
   },
 ];
 
@@ -298,6 +379,7 @@ function placeholder(kind: Kind): string {
     backends: "LIST",
     level: "LEVEL",
     bool: "",
+    choice: "NAME",
   }[kind];
 }
 
@@ -384,8 +466,8 @@ function parseValue(spec: FlagSpec, raw: string, source: string): unknown {
     }
     case "duration": {
       const ms = parseDuration(raw);
-      if (ms === undefined || ms <= 0) {
-        fail("a positive duration such as 500ms, 5s, 2m or 1h");
+      if (ms === undefined || ms < 0 || (ms === 0 && !spec.zero)) {
+        fail(`a ${spec.zero ? "" : "positive "}duration such as 500ms, 5s, 2m or 1h`);
       }
       // Timers fire at once past 2^31-1 ms (about 24.8 days).
       if (ms! > MAX_TIMER_MS) fail("a duration of at most 24 days");
@@ -403,9 +485,12 @@ function parseValue(spec: FlagSpec, raw: string, source: string): unknown {
     case "level":
       if (raw === "warn") return "warning";
       if (!["debug", "info", "warning", "error"].includes(raw)) {
-        fail("one of debug, info, warning, error");
+        fail("one of debug, info, warn, error");
       }
       return raw;
+    case "choice":
+      if (!spec.choices!.includes(raw.trim())) fail(`one of ${spec.choices!.join(", ")}`);
+      return raw.trim();
   }
 }
 

@@ -18,7 +18,9 @@ import { adminRoutes } from "./routes/admin.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { errorResponse } from "./routes/errors.ts";
 import { requestIds } from "./routes/request_id.ts";
+import { adminAuth } from "./routes/admin_auth.ts";
 import { logger, setupLogging } from "./log.ts";
+import { RouterMetrics } from "./metrics.ts";
 
 const log = logger("main");
 
@@ -30,8 +32,14 @@ export interface Router {
   poller: Poller;
   /** Model placement, when there is a config to follow. */
   placement: Placement | undefined;
-  /** Stops accepting, lets requests in flight finish, stops polling. */
-  shutdown(): Promise<void>;
+  metrics: RouterMetrics;
+  /** Makes `/health/ready` answer 503 from now on, so endpoints drop this replica. */
+  drain(): void;
+  /**
+   * Stops accepting, lets requests in flight finish (for at most `timeoutMs`, when
+   * given), stops polling. Resolves true when every request finished in time.
+   */
+  shutdown(timeoutMs?: number): Promise<boolean>;
 }
 
 /**
@@ -45,12 +53,25 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     timeoutMs: config.pollTimeoutMs,
   });
   const gate = new ColdGate(store, config.maxQueue);
+  // Placement starts once the server listens (its Lease publishes this replica's
+  // URL); the routes and the metrics read it through this holder.
+  const started: { placement?: Placement } = {};
+  const metrics = new RouterMetrics(store, () => started.placement?.gauges());
+  store.onEject = (pod, until, reason) => {
+    metrics.ejected(pod);
+    log.warn("pod {pod} ejected for {ejectMs} ms: {reason}", {
+      pod,
+      ejectMs: until - Date.now(),
+      reason,
+    });
+  };
   let podWatch: PodWatch | undefined;
   let connection: KubeConnection | undefined;
   if (config.backends.length > 0) {
     addStaticBackends(store, config.backends);
   } else {
     connection = connectKube(config.kubeApi, (name) => Deno.env.get(name), canRead);
+    connection.onWatchRestart = (resource, reason) => metrics.watchRestarted(resource, reason);
     store.setDiscovery({ mode: "kubernetes", source: connection.source, connected: false });
     podWatch = new PodWatch(store, connection, {
       namespace: config.namespace,
@@ -67,13 +88,17 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   }
 
   await poller.pollAll();
-  // Placement starts once the server listens (its Lease publishes this replica's
-  // URL); the routes read it through this holder.
-  const started: { placement?: Placement } = {};
 
+  let draining = false;
   const app = new Hono();
   app.use(requestIds());
-  app.route("/", healthRoutes(store));
+  app.use(adminAuth(config.adminToken));
+  app.route("/", healthRoutes(store, () => draining));
+  app.get(
+    "/metrics",
+    async () =>
+      new Response(await metrics.text(), { headers: { "content-type": metrics.contentType } }),
+  );
   app.route(
     "/",
     adminRoutes({
@@ -90,12 +115,17 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       gate,
       repoll: (pod) => void poller.repoll(pod),
       maxBodyBytes: config.maxBodyBytes,
+      maxBodyTotalBytes: Math.max(config.maxBodyTotalBytes, config.maxBodyBytes),
       ejectMs: config.ejectMs,
       firstByteTimeoutMs: config.firstByteTimeoutMs,
+      connectTimeoutMs: config.connectTimeoutMs,
+      streamIdleTimeoutMs: config.streamIdleTimeoutMs,
+      bodyTimeoutMs: config.bodyTimeoutMs,
       retryAfterSeconds: Math.min(30, Math.max(1, Math.ceil(config.pollIntervalMs / 1000))),
       // The poll that would show the expiry can be a whole interval late, plus slack.
       staleAfterMs: Math.max(0, config.podIdleExpiryMs - config.pollIntervalMs - 30_000),
       coldLoader: () => started.placement?.coldLoader(),
+      metrics,
     }),
   );
   app.onError((error, c) => {
@@ -116,22 +146,51 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     config: { ...config, advertiseUrl: config.advertiseUrl || (wildcard ? "" : url) },
     connection,
     repoll: (pod) => poller.repoll(pod),
+    onActionResult: (result) => metrics.reconcileAction(result.action.kind, result.outcome),
   });
   started.placement = placement;
-  log.info("listening on {url}", { url, pods: store.pods.peek().size });
+  log.info("listening on {url}", {
+    url,
+    pods: store.pods.peek().size,
+    // Whether operator writes and model management need --admin-token (never the token).
+    adminToken: config.adminToken !== "",
+  });
   return {
     url,
     store,
     poller,
     placement,
-    async shutdown() {
+    metrics,
+    drain() {
+      draining = true;
+    },
+    async shutdown(timeoutMs?: number) {
+      draining = true;
       // Stop taking requests first; the rest (Lease release included) follows.
-      await server.shutdown();
+      const finished = await withTimeout(server.shutdown(), timeoutMs);
       await placement?.stop();
       poller.stop();
       await podWatch?.stop();
+      return finished;
     },
   };
+}
+
+/** True when `promise` settles within `ms` (no limit when undefined), else false. */
+async function withTimeout(promise: Promise<void>, ms: number | undefined): Promise<boolean> {
+  if (ms === undefined) {
+    await promise;
+    return true;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), expired]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** True when the file exists and this process may read it. */
@@ -166,7 +225,7 @@ async function main(args: string[]): Promise<void> {
     );
     Deno.exit(2);
   }
-  await setupLogging(config.logLevel);
+  await setupLogging(config.logLevel, config.logFormat);
   let router: Router;
   try {
     router = await startRouter(config);
@@ -177,12 +236,26 @@ async function main(args: string[]): Promise<void> {
     );
     Deno.exit(2);
   }
+  // Explicit listeners, so this works as PID 1 in a container too, where the
+  // kernel gives SIGTERM no default action.
   let stopping = false;
   const stop = async (signal: string) => {
-    if (stopping) Deno.exit(1);
+    if (stopping) {
+      log.warn("{signal} again: exiting at once", { signal });
+      Deno.exit(1);
+    }
     stopping = true;
-    log.info("{signal}: finishing requests in flight, then exiting", { signal });
-    await router.shutdown();
+    router.drain();
+    log.info(
+      "{signal}: draining; /health/ready answers 503, new connections are refused in {drainDelayMs} ms, then requests in flight get up to {shutdownTimeoutMs} ms to finish",
+      { signal, drainDelayMs: config.drainDelayMs, shutdownTimeoutMs: config.shutdownTimeoutMs },
+    );
+    await new Promise((resolve) => setTimeout(resolve, config.drainDelayMs));
+    const shutdown = router.shutdown(config.shutdownTimeoutMs);
+    log.info("drain delay over: no new connections; waiting for requests in flight");
+    const finished = await shutdown;
+    if (finished) log.info("every request finished; exiting");
+    else log.warn("requests still in flight after --shutdown-timeout are cut; exiting");
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));

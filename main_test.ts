@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { envName, FLAGS, OTHER_ENV } from "./config.ts";
 import { startSimCluster } from "./sim/cluster.ts";
+import type { SimPod } from "./sim/pod.ts";
 import { configMapObject, podObject, startFakeKube } from "./sim/kube.ts";
 
 /** The flags `deno task start` gives `deno run`: the ones the compiled binary gets. */
@@ -37,7 +38,7 @@ async function listeningUrl(stdout: ReadableStream<Uint8Array>): Promise<string>
     buffer += text;
     for (const line of buffer.split("\n").slice(0, -1)) {
       const record = JSON.parse(line);
-      if (record.properties?.url) return record.properties.url;
+      if (record.url) return record.url;
     }
   }
   throw new Error(`the router exited before listening; it wrote: ${buffer}`);
@@ -79,6 +80,7 @@ Deno.test("the router runs with the start task's permissions, configured from th
     ROUTER_PORT: "0",
     ROUTER_HOST: "127.0.0.1",
     ROUTER_LOG_LEVEL: "debug",
+    ROUTER_DRAIN_DELAY: "0s",
   });
   const url = await listeningUrl(child.stdout);
   const tags = await (await fetch(`${url}/api/tags`)).json();
@@ -114,6 +116,7 @@ Deno.test("the router runs in Kubernetes mode with the start task's permissions"
     ROUTER_KUBE_API: kube.url,
     ROUTER_PORT: "0",
     ROUTER_HOST: "127.0.0.1",
+    ROUTER_DRAIN_DELAY: "0s",
   });
   const url = await listeningUrl(child.stdout);
   const ps = await (await fetch(`${url}/api/ps`)).json();
@@ -140,4 +143,186 @@ Deno.test("a --models-file the binary may not read is refused at start, saying w
   ])).output();
   assert.equal(output.code, 2);
   assert.match(new TextDecoder().decode(output.stderr), /only under \/etc\/rkllama-router/);
+});
+
+/** The router's JSON log lines as they come, to wait on the one that says something happened. */
+function logLines(stdout: ReadableStream<Uint8Array>) {
+  const seen: { message: string; [field: string]: unknown }[] = [];
+  let wake = Promise.withResolvers<void>();
+  const ended = (async () => {
+    let buffer = "";
+    for await (const text of stdout.pipeThrough(new TextDecoderStream())) {
+      buffer += text;
+      const lines = buffer.split("\n");
+      buffer = lines.pop()!;
+      for (const line of lines) {
+        seen.push(JSON.parse(line));
+      }
+      wake.resolve();
+      wake = Promise.withResolvers<void>();
+    }
+    wake.resolve();
+  })();
+  return {
+    /** Resolves with the first line (past or future) whose message matches. */
+    async next(pattern: RegExp) {
+      for (let from = 0;;) {
+        const found = seen.slice(from).find((line) => pattern.test(line.message));
+        if (found) return found;
+        from = seen.length;
+        const done = await Promise.race([wake.promise.then(() => false), ended.then(() => true)]);
+        if (done && !seen.slice(from).some((line) => pattern.test(line.message))) {
+          throw new Error(`the router exited without logging ${pattern}`);
+        }
+      }
+    },
+  };
+}
+
+/** Sends `n` chat streams at once; resolves when the pods have all `n` requests. */
+async function sendStreams(url: string, pods: SimPod[], n: number) {
+  const chats = () =>
+    pods.flatMap((pod) => pod.events).filter((e) => e.type === "request" && e.path === "/api/chat")
+      .length;
+  const before = chats();
+  const responses = Array.from({ length: n }, () =>
+    fetch(`${url}/api/chat`, {
+      method: "POST",
+      body: JSON.stringify({ model: "qwen", messages: [{ role: "user", content: "hi" }] }),
+    }));
+  await Promise.race(pods.map((pod) => pod.waitFor(() => chats() - before >= n)));
+  return responses.map(async (response) => {
+    try {
+      const text = await (await response).text();
+      return JSON.parse(text.trim().split("\n").at(-1)!).done === true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+Deno.test("on SIGTERM the router turns unready, stops taking connections after --drain-delay, finishes 20 open streams and exits 0", async () => {
+  await using cluster = await startSimCluster({
+    pods: Array.from({ length: 4 }, () => ({
+      models: ["qwen"],
+      loaded: ["qwen"],
+      tokens: Array(20).fill("x"),
+    })),
+  });
+  const child = await routerProcess([
+    "--backends",
+    cluster.backends,
+    "--port",
+    "0",
+    "--host",
+    "127.0.0.1",
+    "--drain-delay",
+    "200ms",
+  ]);
+  const log = logLines(child.stdout);
+  const url = (await log.next(/^listening/)).url as string;
+  // Paused pods hold every stream open across the signal (FastAPI pods also
+  // queue all but one generation each).
+  for (const pod of cluster.pods) pod.pause();
+  const streams = await sendStreams(url, cluster.pods, 20);
+  child.kill("SIGTERM");
+  await log.next(/: draining;/);
+  const ready = await fetch(`${url}/health/ready`);
+  assert.equal(ready.status, 503);
+  assert.equal((await ready.json()).status, "shutting down");
+  await log.next(/no new connections/);
+  await assert.rejects(fetch(`${url}/health`), TypeError);
+  for (const pod of cluster.pods) pod.resume();
+  const completed = (await Promise.all(streams)).filter((done) => done).length;
+  console.log(`[reliability] drain: streams=20 completed=${completed}`);
+  assert.equal(completed, 20);
+  assert.equal((await child.status).code, 0);
+  await log.next(/every request finished/);
+  assert.equal(await new Response(child.stderr).text(), "");
+});
+
+Deno.test("a second SIGTERM makes a draining router exit at once, and --shutdown-timeout bounds the wait", async () => {
+  await using cluster = await startSimCluster({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
+  const [pod] = cluster.pods;
+  for (const second of [true, false]) {
+    const child = await routerProcess([
+      "--backends",
+      cluster.backends,
+      "--port",
+      "0",
+      "--host",
+      "127.0.0.1",
+      "--drain-delay",
+      "0s",
+      "--shutdown-timeout",
+      second ? "1h" : "200ms",
+    ]);
+    const log = logLines(child.stdout);
+    const url = (await log.next(/^listening/)).url as string;
+    pod.pause();
+    const [stream] = await sendStreams(url, [pod], 1);
+    child.kill("SIGTERM");
+    await log.next(/no new connections/);
+    if (second) child.kill("SIGTERM");
+    assert.equal((await child.status).code, second ? 1 : 0);
+    if (!second) await log.next(/cut; exiting/);
+    pod.resume();
+    assert.equal(await stream, false, "the stream was cut");
+    await child.stderr.cancel();
+  }
+});
+
+/** True when this machine lets us start a process in a new PID namespace (root, or user namespaces). */
+function canUnshare(): boolean {
+  try {
+    return new Deno.Command("unshare", { args: ["--pid", "--fork", "true"], stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "as PID 1 of its own PID namespace, as in a container, the router still drains on SIGTERM",
+  // Needs unshare(1) and the right to make a PID namespace; reported as ignored where missing.
+  ignore: !canUnshare(),
+  async fn() {
+    await using cluster = await startSimCluster({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
+    const child = new Deno.Command("unshare", {
+      args: [
+        "--pid",
+        "--fork",
+        "--kill-child",
+        Deno.execPath(),
+        "run",
+        ...await startTaskFlags(),
+        new URL("./main.ts", import.meta.url).pathname,
+        "--backends",
+        cluster.backends,
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--drain-delay",
+        "0s",
+      ],
+      clearEnv: true,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const log = logLines(child.stdout);
+    await log.next(/^listening/);
+    // The router is PID 1 inside; from here it has another PID, a child of unshare's.
+    // (Deno asks for --allow-all to read /proc itself; cat may.)
+    const children = await new Deno.Command("cat", {
+      args: [`/proc/${child.pid}/task/${child.pid}/children`],
+    }).output();
+    const [pid1] = new TextDecoder().decode(children.stdout).trim().split(" ").map(Number);
+    // The kernel drops signals to a namespace's PID 1 that it has no handler for.
+    Deno.kill(pid1, "SIGTERM");
+    await log.next(/every request finished/);
+    assert.equal((await child.status).code, 0);
+    assert.equal(await new Response(child.stderr).text(), "");
+  },
 });

@@ -16,8 +16,13 @@ export type PodModelEntry = Readonly<Record<string, unknown>>;
 export interface PodRuntime {
   /** Requests sent to the pod whose response has not ended yet. */
   inflight: number;
-  /** Epoch ms before which the pod gets no new requests (passive health). */
+  /**
+   * Epoch ms before which the pod gets no new requests (passive health); after it,
+   * the pod still waits for a poll that succeeds after `ejectedAt`.
+   */
   ejectedUntil: number;
+  /** Epoch ms of the last ejection (0: never). */
+  ejectedAt: number;
   /** Why it was last ejected, for operators. */
   ejectedReason: string;
   /**
@@ -82,7 +87,16 @@ export type PollResult =
 
 /** True when the pod may get new requests at `now`. */
 export function isRoutable(pod: PodRecord, now: number): boolean {
-  return pod.ready && pod.reachable && pod.busy === "" && pod.runtime.ejectedUntil <= now;
+  return pod.ready && pod.reachable && pod.busy === "" && !isEjected(pod, now);
+}
+
+/**
+ * True while an ejection holds: until its time is up and then until a poll has
+ * shown the pod answering again (a pod that refused connections may still be
+ * restarting when the time is up).
+ */
+export function isEjected(pod: PodRecord, now: number): boolean {
+  return pod.runtime.ejectedUntil > now || pod.lastPollAt < pod.runtime.ejectedAt;
 }
 
 /** The routing state of a pod in words, for operators and `/router/pods`. */
@@ -91,7 +105,7 @@ export function podState(pod: PodRecord, now: number): string {
   if (!pod.polled) return "pending";
   if (pod.busy !== "") return "loading";
   if (!pod.reachable) return "unreachable";
-  if (pod.runtime.ejectedUntil > now) return "ejected";
+  if (isEjected(pod, now)) return "ejected";
   return "routable";
 }
 
@@ -199,7 +213,7 @@ export class Store {
       lastPollError: "",
       busy: "",
       runtime: old?.runtime ??
-        { inflight: 0, ejectedUntil: 0, ejectedReason: "", lastSent: new Map() },
+        { inflight: 0, ejectedUntil: 0, ejectedAt: 0, ejectedReason: "", lastSent: new Map() },
     };
     this.#set(new Map(pods).set(identity.name, record));
   }
@@ -302,8 +316,12 @@ export class Store {
     });
   }
 
+  /** Told of every ejection (for logs and metrics); set by whoever owns the store. */
+  onEject: ((pod: string, until: number, reason: string) => void) | undefined;
+
   /**
-   * Takes the pod out of routing until `until` (epoch ms). What it had loaded may
+   * Takes the pod out of routing until `until` (epoch ms) and a poll after now has
+   * succeeded (see {@linkcode isEjected}). What it had loaded may
    * be gone when it returns (a restarted container), so the first request for each
    * model afterwards goes alone (see pick.ts).
    */
@@ -311,7 +329,9 @@ export class Store {
     const pod = this.#pods.peek().get(podName);
     if (!pod) return;
     pod.runtime.ejectedUntil = until;
+    pod.runtime.ejectedAt = Date.now();
     pod.runtime.ejectedReason = reason;
+    this.onEject?.(podName, until, reason);
     for (const model of pod.runtime.lastSent.keys()) pod.runtime.lastSent.set(model, 0);
   }
 

@@ -94,10 +94,15 @@ Deno.test("request counters survive updates of the pod's record", () => {
   assert.equal(store.pods.value.get("a")!.runtime.inflight, 2);
 });
 
-Deno.test("an ejected pod comes back when its time is up", () => {
+Deno.test("an ejected pod comes back when its time is up and a poll has seen it answer", () => {
   const store = storeWith("a");
   store.applyPolls([okPoll("a", [], [])]);
   store.eject("a", 100, "refused");
+  assert.equal(isRoutable(store.pods.value.get("a")!, 99), false);
+  assert.equal(isRoutable(store.pods.value.get("a")!, 100), false);
+  store.applyPolls([{ pod: "a", ok: false, at: Date.now(), error: "refused" }]);
+  assert.equal(isRoutable(store.pods.value.get("a")!, 100), false);
+  store.applyPolls([{ ...okPoll("a", [], []), at: Date.now() }]);
   assert.equal(isRoutable(store.pods.value.get("a")!, 99), false);
   assert.equal(isRoutable(store.pods.value.get("a")!, 100), true);
 });

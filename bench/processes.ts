@@ -222,7 +222,7 @@ export function rssBytes(pid: number): number {
 /** The URL in the router's "listening on" log line; undefined for other lines. */
 function listeningUrl(line: string): string | undefined {
   try {
-    const url = JSON.parse(line).properties?.url;
+    const url = JSON.parse(line).url;
     return typeof url === "string" ? url : undefined;
   } catch {
     return undefined;

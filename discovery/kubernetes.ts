@@ -8,7 +8,10 @@
 
 import * as k8s from "@kubernetes/client-node";
 import type { PodIdentity, Store } from "../store.ts";
-import { ListWatchLoop } from "./list_watch.ts";
+import { ListWatchLoop, type WatchRestart } from "./list_watch.ts";
+import { logger } from "../log.ts";
+
+const log = logger("discovery");
 
 /** Where the service account's files are mounted inside a pod. */
 export const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -18,6 +21,8 @@ export interface KubeConnection {
   config: k8s.KubeConfig;
   /** Said in logs and `/router/status`: `in-cluster`, `kubeconfig PATH` or `URL`. */
   source: string;
+  /** Told each time a watch starts again after a failure (for metrics). */
+  onWatchRestart?: (resource: string, reason: WatchRestart) => void;
 }
 
 /**
@@ -128,14 +133,17 @@ export class PodWatch {
       onList: (pods) => this.#replaceAll(pods),
       onEvent: (phase, pod) => {
         if (phase === "DELETED") {
-          if (pod.metadata?.name) this.#store.removePod(pod.metadata.name);
+          if (pod.metadata?.name) this.#remove(pod.metadata.name);
         } else {
           this.#upsert(pod);
         }
       },
       onStatus: (connected, error) =>
         this.#store.setDiscovery({ connected, error, at: Date.now() }),
-    }, { maxBackoffMs: options.maxBackoffMs });
+    }, {
+      maxBackoffMs: options.maxBackoffMs,
+      onRestart: (reason) => connection.onWatchRestart?.("pods", reason),
+    });
   }
 
   /** Times the watch had to be started again after an error. */
@@ -158,7 +166,7 @@ export class PodWatch {
     if (!name) return;
     const identity = podIdentity(pod, this.#options.podPort);
     if (!identity) {
-      this.#store.removePod(name);
+      this.#remove(name);
       const node = pod.spec?.nodeName;
       if (node) this.#store.setPendingNodes(new Set([...this.#store.nodeNames.peek(), node]));
       return;
@@ -166,6 +174,17 @@ export class PodWatch {
     const before = this.#store.pods.peek().get(name);
     this.#store.upsertPod(identity);
     const after = this.#store.pods.peek().get(name);
+    // Operators (and the real API server's tests) follow discovery in the log.
+    const state = after?.ready ? "ready" : "not ready";
+    if (!before) {
+      log.info("pod {pod} found at {address}, {state}", {
+        pod: name,
+        address: identity.url,
+        state,
+      });
+    } else if (before.ready !== after?.ready) {
+      log.info("pod {pod} is {state}", { pod: name, state });
+    }
     if (after && (!before || !before.ready && after.ready || !after.polled)) {
       this.#options.onNewPod(name);
     }
@@ -184,7 +203,13 @@ export class PodWatch {
       this.#upsert(pod);
     }
     for (const name of this.#store.pods.peek().keys()) {
-      if (!listed.has(name)) this.#store.removePod(name);
+      if (!listed.has(name)) this.#remove(name);
     }
+  }
+
+  #remove(name: string): void {
+    if (!this.#store.pods.peek().has(name)) return;
+    this.#store.removePod(name);
+    log.info("pod {pod} is gone", { pod: name });
   }
 }

@@ -29,6 +29,12 @@ const LIST_TIMEOUT_MS = 30_000;
  */
 const WATCH_GRACE_MS = 10_000;
 
+/**
+ * Why a watch started again, other than its normal timeout: an error, an expired
+ * resourceVersion (410 Gone), or a connection that went silent.
+ */
+export type WatchRestart = "error" | "expired" | "stalled";
+
 /** One kind of object to list and watch. */
 export interface ListWatchSource<T> {
   /** Named in logs: "pods", "configmap rkllama-model-config". */
@@ -50,6 +56,7 @@ export class ListWatchLoop<T> {
   readonly #config: k8s.KubeConfig;
   readonly #source: ListWatchSource<T>;
   readonly #maxBackoffMs: number;
+  readonly #onRestart: (reason: WatchRestart) => void;
   readonly #stopped = new AbortController();
   #watch: AbortController | undefined;
   #running: Promise<void> | undefined;
@@ -58,11 +65,14 @@ export class ListWatchLoop<T> {
   constructor(
     config: k8s.KubeConfig,
     source: ListWatchSource<T>,
-    options: { maxBackoffMs?: number } = {},
+    options: { maxBackoffMs?: number; onRestart?: (reason: WatchRestart) => void } = {},
   ) {
     this.#config = config;
     this.#source = source;
-    this.#maxBackoffMs = options.maxBackoffMs ?? 30_000;
+    // Kept short so discovery is back within seconds of an API outage's end; a
+    // list every 10 s per watch is no load for an API server.
+    this.#maxBackoffMs = options.maxBackoffMs ?? 10_000;
+    this.#onRestart = options.onRestart ?? (() => {});
   }
 
   /** Times the loop had to start again after an error. */
@@ -111,6 +121,7 @@ export class ListWatchLoop<T> {
       if (this.#stopped.signal.aborted) break;
       if (failure !== undefined) {
         this.#restarts++;
+        this.#onRestart("error");
         const message = describe(failure);
         this.#source.onStatus(false, message);
         log.warn("watch of {what} failed ({error}); retrying in {backoffMs} ms", {
@@ -142,6 +153,7 @@ export class ListWatchLoop<T> {
           // Usually 410 Gone: the resourceVersion is too old (the API server restarted
           // or compacted); a fresh list is the cure, so this is a normal end.
           expired = true;
+          this.#onRestart("expired");
           log.info("watch of {what} expired ({code}); listing again", {
             what: this.#source.what,
             code: object.code,
@@ -165,6 +177,7 @@ export class ListWatchLoop<T> {
     ).catch((error) => {
       // The watchdog fired: drop the silent connection and list again.
       this.#watch?.abort();
+      this.#onRestart("stalled");
       log.info("{error}; listing again", { error: describe(error) });
       return undefined;
     });

@@ -112,6 +112,13 @@ export class Poller {
 
   #logTransitions(results: readonly PollResult[]): void {
     for (const result of results) {
+      if (result.ok && this.#store.pods.peek().get(result.pod)?.polled === false) {
+        // From now on the pod can take requests (when it is ready).
+        log.info("pod {pod} answered its first poll: {models} models", {
+          pod: result.pod,
+          models: result.onDisk.size,
+        });
+      }
       if (!result.ok && !this.#wasFailing.has(result.pod)) {
         this.#wasFailing.add(result.pod);
         log.warn("poll of pod {pod} failed: {error}", { pod: result.pod, error: result.error });

@@ -28,6 +28,8 @@ export interface ApplierOptions {
   /** First delay before retrying a failed action; it doubles up to `retryMaxMs`. */
   retryBaseMs?: number;
   retryMaxMs?: number;
+  /** Told of every result (for metrics). */
+  onResult?: (result: ActionResult) => void;
 }
 
 /** What became of an action. */
@@ -63,6 +65,7 @@ export class Applier {
       retryBaseMs: 30_000,
       retryMaxMs: 600_000,
       ...options,
+      onResult: options.onResult ?? (() => {}),
     };
   }
 
@@ -203,6 +206,7 @@ export class Applier {
         refused: result.outcome === "refused",
       });
     }
+    this.#options.onResult(result);
     this.#recent.unshift(result);
     this.#recent.length = Math.min(this.#recent.length, RECENT_RESULTS);
     const fields = {

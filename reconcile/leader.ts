@@ -76,7 +76,11 @@ export class LeaderElector {
    * let its Lease lapse; else "".
    */
   get leaderUrl(): string {
-    if (this.#leading.peek() || this.#holder === "" || this.#leaderUrl === "") return "";
+    // Holding the Lease without a recent renewal (the API was away) is no one else leading.
+    if (this.#leading.peek() || this.#holder === "" || this.#holder === this.#options.identity) {
+      return "";
+    }
+    if (this.#leaderUrl === "") return "";
     return this.#leaderUrl === this.#options.advertiseUrl ? "" : this.#leaderUrl;
   }
 
@@ -232,6 +236,7 @@ export class LeaderElector {
     if (round !== this.#roundNumber || this.#stopped.signal.aborted) return;
     this.#lastRenew = Date.now();
     this.#holder = this.#options.identity;
+    this.#leaderUrl = this.#options.advertiseUrl;
     this.#lastError = "";
     this.#setLeading(true, "holds the Lease");
   }

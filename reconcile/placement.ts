@@ -8,9 +8,10 @@
 import { effect, type ReadonlySignal, signal } from "@preact/signals-core";
 import type { RouterConfig } from "../config.ts";
 import type { KubeConnection } from "../discovery/kubernetes.ts";
+import type { PlacementGauges } from "../metrics.ts";
 import type { Store } from "../store.ts";
 import { type ConfigResult, parseModelsConfig } from "./config.ts";
-import { Applier } from "./apply.ts";
+import { type ActionResult, Applier } from "./apply.ts";
 import { Reconciler } from "./reconciler.ts";
 import { LeaderElector } from "./leader.ts";
 import { ConfigMapSource, type ConfigText, ModelsFileSource } from "./sources.ts";
@@ -22,6 +23,8 @@ export interface PlacementOptions {
   repoll: (pod: string) => Promise<void>;
   /** The API connection in Kubernetes mode; undefined in static mode. */
   connection?: KubeConnection;
+  /** Told of every load or unload result (for metrics). */
+  onActionResult?: (result: ActionResult) => void;
 }
 
 /** Running placement. */
@@ -30,6 +33,8 @@ export interface Placement {
   applier: Applier;
   /** The operator's view for `/router/plan` and `/router/status`. */
   view(): Record<string, unknown>;
+  /** What the metrics scrape reads. */
+  gauges(): PlacementGauges;
   /** The leading replica's URL when another replica leads, else undefined. */
   coldLoader(): string | undefined;
   /** Whether this replica may act, as a signal (always true in static mode). */
@@ -59,6 +64,7 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
     store,
     repoll: options.repoll,
     loadTimeoutMs: config.loadTimeoutMs,
+    onResult: options.onActionResult,
   });
   const take = (text: ConfigText) => {
     const nodes = store.nodeNames.peek();
@@ -100,6 +106,18 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
     applier,
     leading: elector?.leading ?? signal(true),
     coldLoader: () => elector?.leaderUrl || undefined,
+    gauges() {
+      const status = reconciler.status;
+      const desired = new Map<string, number>();
+      for (const model of status.config?.models ?? []) {
+        desired.set(model.name, model.replicas ?? model.nodes?.length ?? 0);
+      }
+      return {
+        configValid: status.error === "" && status.config !== undefined,
+        leader: elector?.isLeader() ?? true,
+        desired,
+      };
+    },
     view() {
       const status = reconciler.status;
       const { plan, at } = reconciler.lastPlan;

@@ -54,7 +54,7 @@ export class ConfigMapSource {
       onList: (items) => take(items.find((item) => item.metadata?.name === name)),
       onEvent: (phase, item) => take(phase === "DELETED" ? undefined : item),
       onStatus: () => {},
-    });
+    }, { onRestart: (reason) => connection.onWatchRestart?.("configmap", reason) });
   }
 
   /** Starts watching; resolves after the first list. */

@@ -6,7 +6,7 @@
  */
 
 import { Hono } from "hono";
-import { isRoutable, type PodRecord, podState, type Store } from "../store.ts";
+import { isEjected, isRoutable, type PodRecord, podState, type Store } from "../store.ts";
 import { errorResponse } from "./errors.ts";
 
 /** What the admin endpoints need from the rest of the router. */
@@ -154,7 +154,7 @@ function podDetails(pod: PodRecord, now: number): Record<string, unknown> {
     ejected_until: pod.runtime.ejectedUntil > now
       ? new Date(pod.runtime.ejectedUntil).toISOString()
       : null,
-    ejected_reason: pod.runtime.ejectedUntil > now ? pod.runtime.ejectedReason : null,
+    ejected_reason: isEjected(pod, now) ? pod.runtime.ejectedReason : null,
     last_poll: pod.lastPollAt > 0 ? new Date(pod.lastPollAt).toISOString() : null,
     last_error: pod.lastPollError || null,
   };

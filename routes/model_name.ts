@@ -133,17 +133,13 @@ export async function findModel(
     // still routed by its model, anything else passes through untouched.
     const loose = tryParseJson(body);
     if (loose === undefined) {
-      if (MODEL_REQUIRED.has(path)) {
-        throw new BadRequest(400, "the request body is not valid JSON");
-      }
+      if (MODEL_REQUIRED.has(path)) throw new BadRequest(400, notJson(body));
       return { from: "none" };
     }
     return modelFromJson(path, loose);
   }
   const parsed = tryParseJson(body);
-  if (parsed === undefined) {
-    throw new BadRequest(400, "the request body is not valid JSON");
-  }
+  if (parsed === undefined) throw new BadRequest(400, notJson(body));
   return modelFromJson(path, parsed);
 }
 
@@ -199,6 +195,16 @@ function jsonType(value: unknown): string {
 }
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Why a body is not JSON: its bytes are not UTF-8 text, or the text is not JSON. */
+function notJson(body: Uint8Array<ArrayBuffer>): string {
+  try {
+    decoder.decode(body);
+  } catch {
+    return "the request body is not valid UTF-8, so not valid JSON";
+  }
+  return "the request body is not valid JSON";
+}
 
 function tryParseJson(body: Uint8Array<ArrayBuffer>): unknown {
   try {

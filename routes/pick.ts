@@ -4,7 +4,7 @@
  * waiting for a loading model and proxying live elsewhere (`cold_gate.ts`, `proxy.ts`).
  */
 
-import { isRoutable, type PodRecord } from "../store.ts";
+import { isRoutable, type PodRecord, podState } from "../store.ts";
 
 /** What to do with a request. */
 export type Choice =
@@ -91,7 +91,11 @@ export function pick(input: PickInput): Choice {
   );
   if (cold) return { kind: "cold", pod: cold };
   if (input.loadedOn.length > 0 || input.onDiskOn.length > 0) {
-    const holders = [...new Set([...input.loadedOn, ...input.onDiskOn].map((p) => p.name))];
+    const holders = [
+      ...new Set(
+        [...input.loadedOn, ...input.onDiskOn].map((p) => `${p.name} (${podState(p, now)})`),
+      ),
+    ];
     return {
       kind: "unavailable",
       reason: `model '${model}' is only on pods that cannot take requests now: ${

@@ -34,6 +34,7 @@ function pod(
     runtime: {
       inflight: state.inflight ?? 0,
       ejectedUntil: state.ejectedUntil ?? 0,
+      ejectedAt: 0,
       ejectedReason: "",
       lastSent: new Map((holds.loaded ?? []).map((m) => [m, state.lastSent ?? NOW])),
     },

@@ -22,7 +22,15 @@ import {
   resolveModel,
   unloads,
 } from "./model_name.ts";
-import { downstreamHeaders, podErrorMessage, relayBody, upstreamHeaders } from "./upstream.ts";
+import {
+  canConnect,
+  downstreamHeaders,
+  podErrorMessage,
+  relayBody,
+  StreamIdle,
+  upstreamHeaders,
+} from "./upstream.ts";
+import { modelLabel, routeLabel, type RouterMetrics } from "../metrics.ts";
 
 const log = logger("proxy");
 
@@ -33,8 +41,16 @@ export interface ProxyOptions {
   /** Asks for a fresh poll of a pod the router just changed (it loaded a model). */
   repoll: (pod: string) => void;
   maxBodyBytes: number;
+  /** Bytes of request bodies held at once, across requests (see `--max-body-total`). */
+  maxBodyTotalBytes: number;
   ejectMs: number;
   firstByteTimeoutMs: number;
+  /** See `--connect-timeout`; a pod not connectable this long is given up on. */
+  connectTimeoutMs: number;
+  /** See `--stream-idle-timeout`. */
+  streamIdleTimeoutMs: number;
+  /** See `--body-timeout`. */
+  bodyTimeoutMs: number;
   /** Seconds a client is told to wait in a 503's `Retry-After`. */
   retryAfterSeconds: number;
   /** See `PickInput.staleAfterMs` in pick.ts. */
@@ -44,6 +60,21 @@ export interface ProxyOptions {
    * replica; undefined when this one makes them (it leads, or runs alone).
    */
   coldLoader?: () => string | undefined;
+  metrics?: RouterMetrics;
+}
+
+/** What one request became, filled in as it goes, for its log line and metrics. */
+interface Outcome {
+  /** `performance.now()` when the request arrived. */
+  arrived: number;
+  /** The model as the cluster knows it, once resolved. */
+  model?: string;
+  /** Whether the request named a model at all. */
+  named: boolean;
+  /** The last pod tried. */
+  pod?: string;
+  /** Set once the log line and metrics are taken care of (at the end of the body). */
+  recorded: boolean;
 }
 
 /**
@@ -64,6 +95,20 @@ const MAX_ERROR_BODY = 64 * 1024;
  * bench/). Streams (NDJSON, SSE) and larger bodies (model files) are relayed.
  */
 const MAX_WHOLE_BODY = 64 * 1024;
+
+/**
+ * Pods one request may be tried on. A request is tried again, on another pod, only
+ * when its pod failed before sending a single response byte (refused, reset or
+ * closed the connection, or could not be connected to in time), so the client has
+ * seen nothing and gets one answer. The pod may have started the generation before
+ * it died; a generation is not idempotent, but a dead pod's generation is lost
+ * anyway, and the client would send the same request again. A pod that is merely
+ * slow (first-byte timeout) is not retried elsewhere: it may still be working.
+ */
+const MAX_ATTEMPTS = 3;
+
+/** Methods passed to pods; others are refused here with a JSON 405. */
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
 
 /** A pod failure before any response byte, which makes the request safe to retry. */
 class ConnectFailure extends Error {
@@ -86,20 +131,56 @@ export function proxyRoutes(options: ProxyOptions): Hono {
 class Proxy {
   readonly #options: ProxyOptions;
   #turn = 0;
+  readonly #bodies: BodyBudget;
 
   constructor(options: ProxyOptions) {
     this.#options = options;
+    this.#bodies = new BodyBudget(options.maxBodyTotalBytes);
   }
 
   async handle(request: Request): Promise<Response> {
+    const outcome: Outcome = { arrived: performance.now(), named: false, recorded: false };
     const url = new URL(request.url);
+    let held = 0;
+    let response: Response;
+    try {
+      response = await this.#route(request, url, outcome, (bytes) => held = bytes);
+    } finally {
+      this.#bodies.release(held);
+    }
+    if (!outcome.recorded) {
+      // The router answered itself (a refusal, or the pod never answered).
+      this.#record(request, url, outcome, { pod: "none", status: response.status, end: "refused" });
+    }
+    return response;
+  }
+
+  async #route(
+    request: Request,
+    url: URL,
+    outcome: Outcome,
+    holding: (bytes: number) => void,
+  ): Promise<Response> {
     const path = url.pathname;
+    if (!METHODS.has(request.method)) {
+      await request.body?.cancel();
+      return errorResponse(path, 405, `the method ${request.method} is not supported`, {
+        allow: [...METHODS].join(", "),
+      });
+    }
     let body: Uint8Array<ArrayBuffer> | null;
     let source: ModelSource;
     try {
-      body = await readBody(request, this.#options.maxBodyBytes);
+      body = await readBody(
+        request,
+        this.#options.maxBodyBytes,
+        this.#options.bodyTimeoutMs,
+        this.#bodies,
+      );
+      holding(body?.byteLength ?? 0);
       source = await findModel(path, request.headers.get("content-type") ?? "", body);
     } catch (error) {
+      if (error instanceof BodiesFull) return this.#unavailable(path, error.message);
       if (error instanceof BadRequest) return errorResponse(path, error.status, error.message);
       if (request.signal.aborted) return errorResponse(path, 499, "the client went away");
       throw error;
@@ -110,8 +191,10 @@ class Proxy {
     const { store } = this.#options;
     let model: string | undefined;
     if (source.from !== "none") {
+      outcome.named = true;
       model = resolveModel(source.value, store.modelNames.value);
       if (model === undefined) return this.#unknownModel(path, source.value);
+      outcome.model = model;
     }
     const exclude = new Set<string>();
     for (let attempt = 1;; attempt++) {
@@ -140,34 +223,32 @@ class Proxy {
       if (choice.kind === "cold" && loadsModel(path) && !request.headers.has(FORWARDED)) {
         const leader = this.#options.coldLoader?.();
         if (leader) {
-          const answer = await this.#toLeader(request, url, body, leader);
+          const answer = await this.#toLeader(request, url, body, leader, outcome);
           if (answer) return answer;
         }
       }
       const endLoad = choice.kind === "cold" && loadsModel(path)
         ? this.#options.gate.begin(pod.name, model!)
         : undefined;
+      outcome.pod = pod.name;
       try {
-        return await this.#forward(request, url, source, body, pod.name, pod.url, model, endLoad);
+        return await this.#forward(request, url, source, body, pod.name, pod.url, outcome, endLoad);
       } catch (error) {
         endLoad?.(false);
         if (error instanceof FirstByteTimeout) {
+          this.#options.metrics?.upstreamError(pod.name, "timeout");
           this.#options.store.eject(pod.name, Date.now() + this.#options.ejectMs, error.message);
           return errorResponse(path, 504, error.message);
         }
         if (!(error instanceof ConnectFailure)) throw error;
         if (request.signal.aborted) return errorResponse(path, 499, "the client went away");
+        this.#options.metrics?.upstreamError(pod.name, "connect");
         this.#options.store.eject(pod.name, Date.now() + this.#options.ejectMs, error.message);
-        log.warn("pod {pod} failed before answering; ejected for {ejectMs} ms", {
-          pod: pod.name,
-          ejectMs: this.#options.ejectMs,
-          error: error.message,
-          attempt,
-        });
         exclude.add(pod.name);
-        if (attempt >= 2) {
+        if (attempt >= MAX_ATTEMPTS) {
           return errorResponse(path, 502, `no pod could take the request: ${error.message}`);
         }
+        this.#options.metrics?.retried("connect");
       }
     }
   }
@@ -193,9 +274,10 @@ class Proxy {
     body: Uint8Array<ArrayBuffer> | null,
     podName: string,
     podUrl: string,
-    model: string | undefined,
+    outcome: Outcome,
     endLoad: ((succeeded: boolean) => void) | undefined,
   ): Promise<Response> {
+    const { model } = outcome;
     const headers = upstreamHeaders(request.headers);
     const requestId = requestIdOf(request);
     if (requestId) headers.set("x-request-id", requestId);
@@ -222,10 +304,25 @@ class Proxy {
         ),
       this.#options.firstByteTimeoutMs,
     );
-    // A cold request keeps going when its client leaves before the answer: the pod
-    // goes on loading regardless, and the followers must stay held until it is done.
+    // A client that leaves cancels the pod's work (the signal covers the body too).
+    // Except a cold request, before its answer: the pod goes on loading regardless,
+    // and the followers must stay held until it is done; it follows its client later.
+    const signal = endLoad ? abort.signal : AbortSignal.any([abort.signal, request.signal]);
     const followClient = () => abort.abort(request.signal.reason);
-    if (!endLoad) request.signal.addEventListener("abort", followClient, { once: true });
+    // fetch() has no connect timeout, and a powered-off board leaves the SYN
+    // unanswered for minutes: if no answer came within the connect timeout, a fresh
+    // connection tells a dead pod from a slow one.
+    const probe = setTimeout(async () => {
+      if (abort.signal.aborted) return;
+      const connectable = await canConnect(podUrl, this.#options.connectTimeoutMs);
+      if (!connectable && !abort.signal.aborted) {
+        abort.abort(
+          new ConnectFailure(
+            `pod ${podName} could not be connected to within ${this.#options.connectTimeoutMs} ms`,
+          ),
+        );
+      }
+    }, this.#options.connectTimeoutMs);
     const runtime = this.#options.store.pods.peek().get(podName)?.runtime;
     if (runtime) {
       runtime.inflight++;
@@ -247,15 +344,17 @@ class Proxy {
         headers,
         body: outgoing,
         redirect: "manual",
-        signal: abort.signal,
+        signal,
       });
     } catch (error) {
       settle();
       if (abort.signal.reason instanceof FirstByteTimeout) throw abort.signal.reason;
+      if (abort.signal.reason instanceof ConnectFailure) throw abort.signal.reason;
       if (request.signal.aborted) throw new ConnectFailure("the client went away");
       throw new ConnectFailure(`pod ${podName} did not answer: ${describe(error)}`);
     } finally {
       clearTimeout(timer);
+      clearTimeout(probe);
     }
     endLoad?.(upstream.ok);
     if (endLoad) {
@@ -273,19 +372,18 @@ class Proxy {
       this.#options.repoll(podName);
     }
     const responseHeaders = downstreamHeaders(upstream.headers);
-    const ttfbMs = Math.round(performance.now() - started);
-    const logRequest = (bytes: number, outcome: string) =>
-      log.info("{method} {path} {status} via {pod}", {
-        method: request.method,
-        path: url.pathname,
-        model,
+    const headersAt = performance.now();
+    outcome.recorded = true;
+    if (upstream.status >= 500) this.#options.metrics?.upstreamError(podName, "http_5xx");
+    // Time to first byte runs to the first body byte: a stream's headers can come
+    // before its first token, which is what a user waits for.
+    const logRequest = (bytes: number, end: string, firstByteAt = headersAt) =>
+      this.#record(request, url, outcome, {
         pod: podName,
         status: upstream.status,
-        outcome,
-        durationMs: Math.round(performance.now() - started),
-        ttfbMs,
+        end,
         bytes,
-        requestId,
+        ttfbMs: firstByteAt - started,
       });
     if (upstream.status >= 400 && isApiPath(url.pathname)) {
       const text = await readLimited(upstream.body, MAX_ERROR_BODY);
@@ -305,24 +403,34 @@ class Proxy {
     }
     const declared = upstream.headers.get("content-length");
     if (declared !== null && Number(declared) <= MAX_WHOLE_BODY) {
+      // Aborting the fetch ends the body read too.
+      const idleMs = this.#options.streamIdleTimeoutMs;
+      const stalled = setTimeout(
+        () =>
+          abort.abort(new StreamIdle(`it sent nothing for ${idleMs} ms (--stream-idle-timeout)`)),
+        idleMs,
+      );
       let whole: Uint8Array<ArrayBuffer>;
       try {
         whole = await upstream.bytes();
       } catch (error) {
         settle();
         logRequest(0, "failed");
+        if (request.signal.aborted) return errorResponse(url.pathname, 499, "the client went away");
+        this.#options.metrics?.upstreamError(podName, "stream");
         log.warn("answer from pod {pod} failed before its end", {
           pod: podName,
           model,
           path: url.pathname,
           error: describe(error),
         });
-        if (request.signal.aborted) return errorResponse(url.pathname, 499, "the client went away");
         return errorResponse(
           url.pathname,
           502,
           `pod ${podName} failed while answering: ${describe(error)}`,
         );
+      } finally {
+        clearTimeout(stalled);
       }
       settle();
       logRequest(whole.byteLength, "done");
@@ -336,10 +444,12 @@ class Proxy {
       upstream.body,
       upstream.headers.get("content-type") ?? "",
       (error) => `pod ${podName} failed mid-stream: ${describe(error)}`,
+      this.#options.streamIdleTimeoutMs,
       (end) => {
         settle();
-        logRequest(end.bytes, end.kind);
+        logRequest(end.bytes, end.kind, end.firstByteAt);
         if (end.kind === "failed") {
+          this.#options.metrics?.upstreamError(podName, "stream");
           log.warn("stream from pod {pod} failed after {bytes} bytes", {
             pod: podName,
             model,
@@ -363,9 +473,11 @@ class Proxy {
     url: URL,
     body: Uint8Array<ArrayBuffer> | null,
     leader: string,
+    outcome: Outcome,
   ): Promise<Response | undefined> {
     const headers = upstreamHeaders(request.headers);
     headers.set(FORWARDED, "1");
+    const sent = performance.now();
     let answer: Response;
     try {
       answer = await fetch(leader + url.pathname + url.search, {
@@ -383,7 +495,19 @@ class Proxy {
       });
       return undefined;
     }
+    const headersAt = performance.now();
+    outcome.recorded = true;
+    // The leader counts the pod's side; here the pod is "leader".
+    const finished = (bytes: number, end: string, firstByteAt = headersAt) =>
+      this.#record(request, url, outcome, {
+        pod: "leader",
+        status: answer.status,
+        end,
+        bytes,
+        ttfbMs: firstByteAt - sent,
+      });
     if (!answer.body) {
+      finished(0, "done");
       return new Response(null, {
         status: answer.status,
         headers: downstreamHeaders(answer.headers),
@@ -393,12 +517,43 @@ class Proxy {
       answer.body,
       answer.headers.get("content-type") ?? "",
       (error) => `the leading replica failed mid-stream: ${describe(error)}`,
-      () => {},
+      this.#options.streamIdleTimeoutMs,
+      (end) => finished(end.bytes, end.kind, end.firstByteAt),
     );
     return new Response(relayed, {
       status: answer.status,
       statusText: answer.statusText,
       headers: downstreamHeaders(answer.headers),
+    });
+  }
+
+  /** The request's metrics and its one log line, once its answer has ended. */
+  #record(
+    request: Request,
+    url: URL,
+    outcome: Outcome,
+    result: { pod: string; status: number; end: string; bytes?: number; ttfbMs?: number },
+  ): void {
+    const durationMs = performance.now() - outcome.arrived;
+    this.#options.metrics?.finished({
+      model: modelLabel(outcome.model, outcome.named),
+      pod: result.pod,
+      route: routeLabel(url.pathname),
+      status: result.status,
+      durationSeconds: durationMs / 1000,
+      ttfbSeconds: result.ttfbMs === undefined ? undefined : result.ttfbMs / 1000,
+    });
+    log.info("{method} {path} {status} via {pod}", {
+      method: request.method,
+      path: url.pathname,
+      model: outcome.model,
+      pod: result.pod,
+      status: result.status,
+      outcome: result.end,
+      durationMs: Math.round(durationMs),
+      ttfbMs: result.ttfbMs === undefined ? undefined : Math.round(result.ttfbMs),
+      bytes: result.bytes,
+      requestId: requestIdOf(request),
     });
   }
 
@@ -413,7 +568,9 @@ class Proxy {
     const names = [...store.modelNames.value].sort();
     const shown = names.slice(0, 20).join(", ") + (names.length > 20 ? ", ..." : "");
     const hint = names.length > 0 ? `; available: ${shown}` : "; no pod has any model on disk";
-    return errorResponse(path, 404, `model '${requested}' not found${hint}`);
+    // A name can be as long as the body: the error need not echo megabytes.
+    const name = requested.length > 200 ? `${requested.slice(0, 200)}...` : requested;
+    return errorResponse(path, 404, `model '${name}' not found${hint}`);
   }
 
   #unavailable(path: string, reason: string): Response {
@@ -477,11 +634,52 @@ function pickHeaders(headers: Headers, names: readonly string[]): Headers {
 }
 
 /**
- * The whole request body, or null when there is none.
- *
- * @throws {BadRequest} 413 once it grows past `limit` bytes
+ * Request bodies held at once across requests: each costs several times its size
+ * while in flight, so many large uploads together could exhaust memory. Requests
+ * past the budget are refused, not queued.
  */
-async function readBody(request: Request, limit: number): Promise<Uint8Array<ArrayBuffer> | null> {
+class BodyBudget {
+  #held = 0;
+  readonly #limit: number;
+
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  /** @throws {BodiesFull} when `bytes` more would pass the budget */
+  take(bytes: number): void {
+    if (this.#held + bytes > this.#limit) {
+      throw new BodiesFull(
+        `the router holds ${this.#held} bytes of request bodies already, the most it takes at once (--max-body-total); retry shortly`,
+      );
+    }
+    this.#held += bytes;
+  }
+
+  release(bytes: number): void {
+    this.#held -= bytes;
+  }
+}
+
+/** The body would pass `--max-body-total`. */
+class BodiesFull extends Error {
+  override name = "BodiesFull";
+}
+
+/**
+ * The whole request body, or null when there is none; its bytes are taken from
+ * `budget`, and the caller gives them back when the request ends.
+ *
+ * @throws {BadRequest} 413 once it grows past `limit` bytes, 408 when it has not
+ * all arrived within `timeoutMs` (a client trickling a body would hold a slot)
+ * @throws {BodiesFull} when the budget has no room for it
+ */
+async function readBody(
+  request: Request,
+  limit: number,
+  timeoutMs: number,
+  budget: BodyBudget,
+): Promise<Uint8Array<ArrayBuffer> | null> {
   if (!request.body) return null;
   const tooLarge = () =>
     new BadRequest(413, `the request body is larger than the limit of ${limit} bytes`);
@@ -490,14 +688,34 @@ async function readBody(request: Request, limit: number): Promise<Uint8Array<Arr
     await request.body.cancel();
     throw tooLarge();
   }
-  // The server holds a body to its declared length: read it in one go.
-  if (declared >= 0) return await request.bytes();
   const chunks: Uint8Array<ArrayBuffer>[] = [];
   let size = 0;
-  for await (const chunk of request.body) {
-    size += chunk.byteLength;
-    if (size > limit) throw tooLarge();
-    chunks.push(chunk);
+  const reader = request.body.getReader();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new BadRequest(408, `the request body did not arrive within ${timeoutMs} ms`),
+        ),
+      timeoutMs,
+    );
+  });
+  try {
+    for (;;) {
+      const chunk = await Promise.race([reader.read(), expired]);
+      if (chunk.done) break;
+      if (size + chunk.value.byteLength > limit) throw tooLarge();
+      budget.take(chunk.value.byteLength);
+      size += chunk.value.byteLength;
+      chunks.push(chunk.value as Uint8Array<ArrayBuffer>);
+    }
+  } catch (error) {
+    budget.release(size);
+    reader.cancel().catch(() => {});
+    throw error;
+  } finally {
+    clearTimeout(timer);
   }
   if (chunks.length === 1) return chunks[0];
   const whole = new Uint8Array(size);

@@ -49,26 +49,36 @@ function copyWithout(from: Headers, dropped: ReadonlySet<string>): Headers {
   return headers;
 }
 
-/** How a relayed body ended. */
+/**
+ * How a relayed body ended; `firstByteAt` is the `performance.now()` of its first
+ * byte (the first token of a stream), undefined when no byte came.
+ */
 export type BodyEnd =
-  | { kind: "done"; bytes: number }
-  | { kind: "cancelled"; bytes: number }
-  | { kind: "failed"; bytes: number; error: unknown };
+  & { bytes: number; firstByteAt: number | undefined }
+  & ({ kind: "done" } | { kind: "cancelled" } | { kind: "failed"; error: unknown });
+
+/** The pod sent nothing for longer than `--stream-idle-timeout`. */
+export class StreamIdle extends Error {
+  override name = "StreamIdle";
+}
 
 /**
  * Relays `body` chunk by chunk without reading ahead (a slow client slows the pod,
  * nothing piles up in the router), and calls `onEnd` exactly once. If the pod fails
- * mid-stream, an NDJSON or SSE stream gets a last error line the Ollama and OpenAI
- * clients understand, instead of a silently cut connection.
+ * mid-stream, or sends nothing for `idleTimeoutMs`, an NDJSON or SSE stream gets a
+ * last error line the Ollama and OpenAI clients understand, instead of a silently
+ * cut connection. A stream that keeps sending is never cut.
  */
 export function relayBody(
   body: ReadableStream<Uint8Array>,
   contentType: string,
   describeFailure: (error: unknown) => string,
+  idleTimeoutMs: number,
   onEnd: (end: BodyEnd) => void,
 ): ReadableStream<Uint8Array> {
   const reader = body.getReader();
   let bytes = 0;
+  let firstByteAt: number | undefined;
   let lastByte = 0x0a;
   let ended = false;
   const end = (result: BodyEnd) => {
@@ -79,10 +89,22 @@ export function relayBody(
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       let chunk: ReadableStreamReadResult<Uint8Array>;
+      let timer: ReturnType<typeof setTimeout> | undefined;
       try {
-        chunk = await reader.read();
+        const idle = new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(
+                new StreamIdle(`it sent nothing for ${idleTimeoutMs} ms (--stream-idle-timeout)`),
+              ),
+            idleTimeoutMs,
+          );
+        });
+        chunk = await Promise.race([reader.read(), idle]);
       } catch (error) {
-        end({ kind: "failed", bytes, error });
+        // The pod hangs: let go of it (this ends its connection) before telling the client.
+        if (error instanceof StreamIdle) reader.cancel(error).catch(() => {});
+        end({ kind: "failed", bytes, firstByteAt, error });
         const trailer = errorTrailer(contentType, describeFailure(error), lastByte);
         if (trailer) {
           controller.enqueue(trailer);
@@ -91,24 +113,50 @@ export function relayBody(
           controller.error(error);
         }
         return;
+      } finally {
+        clearTimeout(timer);
       }
       if (chunk.done) {
-        end({ kind: "done", bytes });
+        end({ kind: "done", bytes, firstByteAt });
         controller.close();
         return;
       }
+      if (bytes === 0 && chunk.value.byteLength > 0) firstByteAt = performance.now();
       bytes += chunk.value.byteLength;
       if (chunk.value.byteLength > 0) lastByte = chunk.value[chunk.value.byteLength - 1];
       controller.enqueue(chunk.value);
     },
     cancel(reason) {
-      end({ kind: "cancelled", bytes });
+      end({ kind: "cancelled", bytes, firstByteAt });
       return reader.cancel(reason);
     },
   }, { highWaterMark: 0 });
 }
 
 const encoder = new TextEncoder();
+
+/**
+ * True when a TCP connection to the host and port of `url` opens within `ms`
+ * (closed at once). Tells a dead or unreachable pod from one that is slow to answer.
+ */
+export async function canConnect(url: string, ms: number): Promise<boolean> {
+  const { hostname, port, protocol } = new URL(url);
+  const connecting = Deno.connect({
+    hostname: hostname.replace(/^\[|\]$/g, ""),
+    port: Number(port || (protocol === "https:" ? 443 : 80)),
+  });
+  // Deno.connect takes no signal: a connection that opens too late is closed then.
+  connecting.then((connection) => connection.close(), () => {});
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([connecting.then(() => true, () => false), expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 function errorTrailer(
   contentType: string,

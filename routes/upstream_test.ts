@@ -65,9 +65,18 @@ Deno.test("relayBody() passes chunks through as they are and reports the end onc
       controller.close();
     },
   });
-  const relayed = relayBody(source, "application/x-ndjson", String, (end) => ends.push(end));
+  const relayed = relayBody(
+    source,
+    "application/x-ndjson",
+    String,
+    60_000,
+    (end) => ends.push(end),
+  );
   assert.equal(await new Response(relayed).text(), "a\nb\n");
-  assert.deepEqual(ends, [{ kind: "done", bytes: 4 }]);
+  assert.equal(ends.length, 1);
+  const { firstByteAt, ...end } = ends[0];
+  assert.deepEqual(end, { kind: "done", bytes: 4 });
+  assert.equal(typeof firstByteAt, "number");
 });
 
 Deno.test("relayBody() ends a failed NDJSON stream with an error line on its own line", async () => {
@@ -76,6 +85,7 @@ Deno.test("relayBody() ends a failed NDJSON stream with an error line on its own
     failingStream('{"partial'),
     "application/x-ndjson",
     () => "pod rk-0 failed mid-stream",
+    60_000,
     (end) => ends.push(end),
   );
   assert.equal(
@@ -90,6 +100,7 @@ Deno.test("relayBody() ends a failed SSE stream with an error event", async () =
     failingStream("data: {}\n\n"),
     "text/event-stream",
     () => "gone",
+    60_000,
     () => {},
   );
   assert.equal(
@@ -109,11 +120,14 @@ Deno.test("relayBody() reports a client that stops reading as cancelled", async 
       cancelled = true;
     },
   });
-  const reader = relayBody(source, "text/plain", String, (end) => ends.push(end)).getReader();
+  const reader = relayBody(source, "text/plain", String, 60_000, (end) => ends.push(end))
+    .getReader();
   await reader.read();
   await reader.cancel();
   assert.equal(cancelled, true);
-  assert.deepEqual(ends, [{ kind: "cancelled", bytes: 1 }]);
+  assert.deepEqual(ends.map(({ kind, bytes }) => ({ kind, bytes })), [
+    { kind: "cancelled", bytes: 1 },
+  ]);
 });
 
 Deno.test("podErrorMessage() reads FastAPI, Flask, OpenAI, plain-text and HTML errors", () => {

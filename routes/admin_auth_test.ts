@@ -1,0 +1,95 @@
+import assert from "node:assert/strict";
+import { postJson, startWorld } from "../sim/fixture.ts";
+import { isAdmin, needsAdmin } from "./admin_auth.ts";
+
+Deno.test("isAdmin() accepts exactly 'Bearer <token>'", () => {
+  assert.equal(isAdmin("Bearer s3cret", "s3cret"), true);
+  assert.equal(isAdmin("bearer  s3cret ", "s3cret"), true);
+  assert.equal(isAdmin("Bearer s3cre", "s3cret"), false);
+  assert.equal(isAdmin("Bearer s3cret2", "s3cret"), false);
+  assert.equal(isAdmin("Basic czNjcmV0", "s3cret"), false);
+  assert.equal(isAdmin("s3cret", "s3cret"), false);
+  assert.equal(isAdmin("Bearer ", ""), false);
+  assert.equal(isAdmin(null, "s3cret"), false);
+});
+
+Deno.test("needsAdmin() covers operator writes and model management, not reads or inference", () => {
+  for (
+    const [method, path] of [
+      ["POST", "/router/force_unload_all"],
+      ["DELETE", "/router/anything"],
+      ["POST", "/api/pull"],
+      ["DELETE", "/api/delete"],
+      ["POST", "/api/create"],
+      ["POST", "/api/load"],
+      ["POST", "/api/unload"],
+      ["POST", "/load_model"],
+      ["POST", "/unload_models"],
+      ["DELETE", "/rm"],
+      ["PATCH", "/api/modelfile/qwen"],
+      ["POST", "/api/%6Coad"],
+      ["POST", "//api//pull"],
+      ["POST", "/router%2Fforce_unload_all"],
+    ]
+  ) assert.equal(needsAdmin(method, path), true, `${method} ${path}`);
+  for (
+    const [method, path] of [
+      ["GET", "/router/status"],
+      ["GET", "/api/tags"],
+      ["POST", "/api/chat"],
+      ["POST", "/api/show"],
+      ["POST", "/v1/chat/completions"],
+      ["GET", "/api/modelfile/qwen"],
+      ["GET", "/metrics"],
+    ]
+  ) assert.equal(needsAdmin(method, path), false, `${method} ${path}`);
+});
+
+Deno.test("with --admin-token, operator writes and model management need the bearer token", async () => {
+  await using world = await startWorld(
+    { pods: [{ models: ["qwen", "phi"], loaded: ["qwen"] }] },
+    { adminToken: "s3cret" },
+  );
+  const [pod] = world.cluster.pods;
+  const refused = await fetch(`${world.url}/router/force_unload_all`, { method: "POST" });
+  assert.equal(refused.status, 401);
+  assert.equal(refused.headers.get("www-authenticate"), 'Bearer realm="rkllama-router"');
+  assert.match((await refused.json()).error, /needs the admin token/);
+  const wrong = await postJson(`${world.url}/api/load`, { model: "phi" }, {
+    headers: { authorization: "Bearer guess", "content-type": "application/json" },
+  });
+  assert.equal(wrong.status, 401);
+  assert.match((await wrong.json()).error, /admin token is wrong/);
+  const encoded = await postJson(`${world.url}/api/%6Coad`, { model: "phi" });
+  assert.equal(encoded.status, 401);
+  await encoded.body?.cancel();
+  assert.equal(
+    pod.events.some((e) =>
+      e.path?.startsWith("/api/") && e.path !== "/api/tags" && e.path !== "/api/ps"
+    ),
+    false,
+  );
+  const load = await postJson(`${world.url}/api/load`, { model: "phi" }, {
+    headers: { authorization: "Bearer s3cret", "content-type": "application/json" },
+  });
+  assert.equal(load.status, 200);
+  await load.body?.cancel();
+  // Reading and inference stay open.
+  const status = await fetch(`${world.url}/router/status`);
+  assert.equal(status.status, 200);
+  await status.body?.cancel();
+  const chat = await postJson(`${world.url}/api/chat`, {
+    model: "qwen",
+    messages: [{ role: "user", content: "hi" }],
+    stream: false,
+  });
+  assert.equal(chat.status, 200);
+  await chat.body?.cancel();
+});
+
+Deno.test("without --admin-token, operator endpoints answer anyone, as before", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
+  const response = await fetch(`${world.url}/router/force_unload_all`, { method: "POST" });
+  assert.equal(response.status, 200);
+  await response.body?.cancel();
+});
