@@ -58,6 +58,11 @@ async function startHelper(script: string, args: string[]): Promise<Helper> {
 export interface RouterProcess {
   url: string;
   pid: number;
+  /**
+   * The JavaScript heap in use after two full collections, in bytes; only for a
+   * router started with `inspect` (it asks V8 through the inspector protocol).
+   */
+  heapAfterGc(): Promise<number>;
   /** SIGTERM, then waits for the exit (which writes a CPU profile if asked for). */
   close(): Promise<void>;
 }
@@ -74,14 +79,19 @@ export async function startTaskFlags(): Promise<string[]> {
 
 /**
  * Starts main.ts as `deno task start` does, with `--backends` pointing at
- * `backend`; its log lines go to `logFile`. `cpuProfileDir` adds `--cpu-prof`.
+ * `backend`; its log lines go to `logFile`. `cpuProfileDir` adds `--cpu-prof`;
+ * `inspect` opens the V8 inspector on loopback, for {@linkcode RouterProcess.heapAfterGc}.
  */
 export async function startRouter(
   backend: string,
   logFile: string,
-  cpuProfileDir?: string,
+  options: { cpuProfileDir?: string; inspect?: boolean } = {},
 ): Promise<RouterProcess> {
-  const profile = cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${cpuProfileDir}`] : [];
+  const inspectPort = options.inspect ? freePort() : undefined;
+  const profile = [
+    ...(options.cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`] : []),
+    ...(inspectPort ? [`--inspect=127.0.0.1:${inspectPort}`] : []),
+  ];
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -99,7 +109,8 @@ export async function startRouter(
     env: {},
     stdin: "null",
     stdout: "piped",
-    stderr: "inherit",
+    // The inspector announces itself on stderr.
+    stderr: inspectPort ? "null" : "inherit",
   }).spawn();
   const { line, rest } = await firstLine(child.stdout, (text) => listeningUrl(text) !== undefined);
   const url = listeningUrl(line)!;
@@ -110,6 +121,10 @@ export async function startRouter(
   return {
     url,
     pid: child.pid,
+    heapAfterGc() {
+      if (!inspectPort) throw new Error("the router was started without the inspector");
+      return heapAfterGc(inspectPort);
+    },
     async close() {
       try {
         child.kill("SIGTERM");
@@ -120,6 +135,36 @@ export async function startRouter(
       await drained;
     },
   };
+}
+
+/** Asks V8 through the inspector protocol for two full collections, then the heap in use. */
+async function heapAfterGc(port: number): Promise<number> {
+  const [target] = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
+  const socket = new WebSocket(target.webSocketDebuggerUrl);
+  await new Promise((resolve, reject) => {
+    socket.onopen = resolve;
+    socket.onerror = reject;
+  });
+  const waiting = new Map<number, (result: Record<string, number>) => void>();
+  socket.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    waiting.get(message.id)?.(message.result);
+    waiting.delete(message.id);
+  };
+  let id = 0;
+  const call = (method: string) =>
+    new Promise<Record<string, number>>((resolve) => {
+      waiting.set(++id, resolve);
+      socket.send(JSON.stringify({ id, method }));
+    });
+  try {
+    await call("HeapProfiler.enable");
+    await call("HeapProfiler.collectGarbage");
+    await call("HeapProfiler.collectGarbage");
+    return (await call("Runtime.getHeapUsage")).usedSize;
+  } finally {
+    socket.close();
+  }
 }
 
 /** A running nginx. */

@@ -62,7 +62,7 @@ const backendUrl = backend.urls[0];
 const router = await startRouter(
   backendUrl,
   `${dir}/router.log`,
-  profile ? `${dir}/profile` : undefined,
+  profile ? { cpuProfileDir: `${dir}/profile` } : {},
 );
 let nginx: Nginx | undefined;
 let floor: Helper | undefined;
@@ -95,7 +95,6 @@ async function measure(nginx: Nginx, floor: Helper) {
     nginx: [nginx.pid, ...childPids(nginx.pid)],
     floor: [floor.pid],
   };
-  const rssFresh = rssBytes(router.pid);
   for (const target of TARGETS) {
     const warm = await runWrk(urls[target], 16, plan.warmupSeconds);
     if (warm.non2xx > 0 || warm.errors > 0) {
@@ -183,28 +182,16 @@ async function measure(nginx: Nginx, floor: Helper) {
   })) as Record<Target, StreamSummary>;
 
   log(
-    `memory: ${plan.memoryRounds} round(s) of ${plan.openStreams} open streams through the router`,
+    `memory: a router with the inspector, ${plan.memoryRounds} round(s) of ${plan.openStreams} open streams`,
   );
-  const rssAfterLoad = rssBytes(router.pid);
-  const memoryRounds = [];
-  for (let round = 0; round < plan.memoryRounds; round++) {
-    memoryRounds.push(await openStreams(router.url, router.pid, plan.openStreams));
-  }
+  const memory = await measureMemory();
 
   log("scale: deno bench bench/scale_bench.ts");
   const scale = await scaleBench();
   return {
     throughput,
     streaming,
-    memory: {
-      rss_fresh_mib: mib(rssFresh),
-      rss_after_load_mib: mib(rssAfterLoad),
-      open_streams: plan.openStreams,
-      rounds: memoryRounds.map((m) => ({
-        rss_with_streams_mib: mib(m.peak),
-        rss_after_mib: mib(m.after),
-      })),
-    },
+    memory,
     scale,
   };
 }
@@ -288,39 +275,82 @@ async function streamDelays(
   return { delays, late };
 }
 
+interface MemorySample {
+  moment: string;
+  rss_mib: number;
+  /** The JavaScript heap in use after full collections: what the router holds on to. */
+  heap_after_gc_mib: number;
+}
+
 /**
- * Holds `count` streams open through the router (a chunk every 100 ms for 2 s),
- * samples the router's RSS while all are open, then once they have ended.
+ * Memory of a router of its own (started with the inspector, to ask V8 for the
+ * heap after a full collection): at start, after a load, then with
+ * `plan.openStreams` streams open and after them, `plan.memoryRounds` times. A
+ * leak shows as a heap that grows from round to round; RSS also holds what the
+ * allocator keeps for reuse.
  */
-async function openStreams(
-  url: string,
-  pid: number,
-  count: number,
-): Promise<{ peak: number; after: number }> {
-  const firstChunks: Promise<void>[] = [];
-  const streams = Array.from({ length: count }, () => {
-    let opened!: () => void;
-    firstChunks.push(new Promise<void>((resolve) => opened = resolve));
-    return (async () => {
-      const response = await generateRequest(url, 20, 100);
-      let seen = 0;
-      for await (const _ of response.body!) {
-        if (seen++ === 0) opened();
-      }
-    })();
-  });
-  await Promise.all(firstChunks);
-  let peak = rssBytes(pid);
-  let finished = false;
-  const all = Promise.all(streams).finally(() => finished = true);
-  while (!finished) {
-    peak = Math.max(peak, rssBytes(pid));
-    await Promise.race([all, new Promise((resolve) => setTimeout(resolve, 100))]);
+async function measureMemory(): Promise<MemorySample[]> {
+  const measured = await startRouter(backendUrl, `${dir}/router-memory.log`, { inspect: true });
+  const samples: MemorySample[] = [];
+  const sample = async (moment: string, rss = rssBytes(measured.pid)) => {
+    samples.push({
+      moment,
+      rss_mib: mib(rss),
+      heap_after_gc_mib: mib(await measured.heapAfterGc()),
+    });
+  };
+  try {
+    await sample("at start");
+    const seconds = plan.seconds * 2;
+    await runWrk(measured.url, 64, seconds);
+    await sample(`after ${seconds} s of small requests at 64 connections`);
+    for (let round = 1; round <= plan.memoryRounds; round++) {
+      await holdStreams(
+        measured.url,
+        plan.openStreams,
+        (peakRss) => sample(`with ${plan.openStreams} streams open (round ${round})`, peakRss()),
+      );
+      // Let the router close the connections the streams used.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await sample(`after them (round ${round})`);
+    }
+  } finally {
+    await measured.close();
   }
-  await all;
-  // Let the router close the connections the streams used.
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  return { peak, after: rssBytes(pid) };
+  return samples;
+
+  /**
+   * Opens `count` streams through the router (a chunk every 100 ms for 2 s) and,
+   * once all are open, calls `whileOpen` with a function giving the peak RSS
+   * seen so far; resolves when the streams have ended.
+   */
+  async function holdStreams(
+    url: string,
+    count: number,
+    whileOpen: (peakRss: () => number) => Promise<void>,
+  ): Promise<void> {
+    const firstChunks: Promise<void>[] = [];
+    const streams = Array.from({ length: count }, () => {
+      let opened!: () => void;
+      firstChunks.push(new Promise<void>((resolve) => opened = resolve));
+      return (async () => {
+        const response = await generateRequest(url, 20, 100);
+        let seen = 0;
+        for await (const _ of response.body!) {
+          if (seen++ === 0) opened();
+        }
+      })();
+    });
+    await Promise.all(firstChunks);
+    let peak = rssBytes(measured.pid);
+    const sampler = setInterval(() => peak = Math.max(peak, rssBytes(measured.pid)), 50);
+    try {
+      await whileOpen(() => Math.max(peak, rssBytes(measured.pid)));
+      await Promise.all(streams);
+    } finally {
+      clearInterval(sampler);
+    }
+  }
 }
 
 interface BenchStat {
@@ -404,13 +434,13 @@ function assertComplete(results: Awaited<ReturnType<typeof measure>>): void {
   for (const target of TARGETS) {
     numbers.push([`${target} stream delays`, results.streaming[target].p99_ms]);
   }
-  numbers.push(["RSS at start", results.memory.rss_fresh_mib]);
-  for (const round of results.memory.rounds) {
-    numbers.push(["RSS with streams", round.rss_with_streams_mib]);
+  for (const sample of results.memory) {
+    numbers.push([`RSS ${sample.moment}`, sample.rss_mib]);
+    numbers.push([`heap ${sample.moment}`, sample.heap_after_gc_mib]);
   }
   for (const bench of results.scale) numbers.push([bench.name, bench.avg_us]);
   const missing = numbers.filter(([, value]) => value === null || !Number.isFinite(value));
-  if (missing.length > 0 || results.scale.length !== 3 || results.memory.rounds.length === 0) {
+  if (missing.length > 0 || results.scale.length !== 3 || results.memory.length < 4) {
     throw new Error(
       `incomplete results: ${missing.map(([name]) => name).join(", ") || "scale or memory"}`,
     );
@@ -477,17 +507,15 @@ function markdown(
       } | ${s[target].late_chunks} |`,
     );
   }
-  const m = results.memory;
   lines.push(
     "",
-    `Router memory (RSS): ${f(m.rss_fresh_mib, 1)} MiB at start, ${
-      f(m.rss_after_load_mib, 1)
-    } MiB after the load above; ` +
-      m.rounds.map((r, i) =>
-        `round ${i + 1}: ${f(r.rss_with_streams_mib, 1)} MiB with ${m.open_streams} open streams, ${
-          f(r.rss_after_mib, 1)
-        } MiB after`
-      ).join("; ") + ".",
+    "Router memory (a router of its own, with the V8 inspector to collect garbage before reading the heap):",
+    "",
+    "| moment | RSS | JS heap after GC |",
+    "|---|---:|---:|",
+    ...results.memory.map((m) =>
+      `| ${m.moment} | ${f(m.rss_mib, 1)} MiB | ${f(m.heap_after_gc_mib, 1)} MiB |`
+    ),
     "",
     "Scale (`deno bench bench/scale_bench.ts`):",
     "",
