@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { postJson, startWorld } from "../sim/fixture.ts";
 import type { SimPod } from "../sim/pod.ts";
+import { parseConfig } from "../config.ts";
+import { startRouter } from "../main.ts";
 
 const CHAT = { messages: [{ role: "user", content: "hi" }] };
 
@@ -423,4 +425,68 @@ Deno.test("a request id is kept or made, passed to the pod, and returned to the 
   const tags = await fetch(`${world.url}/api/tags`);
   await tags.body?.cancel();
   assert.match(tags.headers.get("x-request-id")!, /^[0-9a-f-]{36}$/);
+});
+
+/**
+ * A pod on a raw socket that lists `qwen`, then answers `/api/show` with a
+ * Content-Length it does not keep: part of the body, then a closed connection.
+ */
+function startTruncatingPod(): { url: string; close(): void } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const encoder = new TextEncoder();
+  const answer = (conn: Deno.Conn, body: string, length = body.length) =>
+    conn.write(encoder.encode(
+      `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${length}\r\nconnection: close\r\n\r\n${body}`,
+    ));
+  const serve = async (conn: Deno.Conn) => {
+    const buffer = new Uint8Array(64 * 1024);
+    const read = await conn.read(buffer);
+    const head = new TextDecoder().decode(buffer.subarray(0, read ?? 0));
+    try {
+      if (head.startsWith("GET /api/tags ")) await answer(conn, '{"models":[{"name":"qwen"}]}');
+      else if (head.startsWith("GET /api/ps ")) await answer(conn, '{"models":[]}');
+      else if (head.startsWith("GET /v1/models ")) await answer(conn, '{"data":[]}');
+      else await answer(conn, '{"modelfile": "FR', 1000);
+    } finally {
+      conn.close();
+    }
+  };
+  (async () => {
+    for await (const conn of listener) serve(conn).catch(() => {});
+  })().catch(() => {});
+  return {
+    url: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    close: () => listener.close(),
+  };
+}
+
+Deno.test("a pod that breaks off a non-streaming answer gets the client a 502 that says so", async () => {
+  const pod = startTruncatingPod();
+  try {
+    const parsed = parseConfig(
+      [
+        "--backends",
+        `rk-0=${pod.url}`,
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--poll-interval",
+        "1h",
+      ],
+      () => undefined,
+    );
+    if (parsed.help) throw new Error("unreachable");
+    const router = await startRouter(parsed.config);
+    try {
+      const response = await postJson(`${router.url}/api/show`, { model: "qwen" });
+      assert.equal(response.status, 502);
+      assert.match((await response.json()).error, /pod rk-0 failed while answering/);
+      assert.equal(router.store.pods.peek().get("rk-0")!.runtime.inflight, 0);
+    } finally {
+      await router.shutdown();
+    }
+  } finally {
+    pod.close();
+  }
 });

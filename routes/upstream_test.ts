@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { type BodyEnd, podErrorMessage, relayBody, upstreamHeaders } from "./upstream.ts";
+import {
+  type BodyEnd,
+  downstreamHeaders,
+  podErrorMessage,
+  relayBody,
+  upstreamHeaders,
+} from "./upstream.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 
@@ -32,6 +38,22 @@ Deno.test("upstreamHeaders() drops hop-by-hop headers, including those named in 
     "x-request-id",
   ]);
   assert.equal(headers.get("accept-encoding"), "identity");
+});
+
+Deno.test("downstreamHeaders() keeps the pod's headers, repeated ones too, less hop-by-hop ones and junk in Connection", () => {
+  const pod = new Headers([
+    ["connection", "close, not a header name"],
+    ["content-type", "application/json"],
+    ["set-cookie", "a=1"],
+    ["set-cookie", "b=2"],
+    ["transfer-encoding", "chunked"],
+  ]);
+  const headers = downstreamHeaders(pod);
+  assert.deepEqual([...headers], [
+    ["content-type", "application/json"],
+    ["set-cookie", "a=1"],
+    ["set-cookie", "b=2"],
+  ]);
 });
 
 Deno.test("relayBody() passes chunks through as they are and reports the end once", async () => {
