@@ -66,7 +66,12 @@ export class ModelActivity {
       this.#samples.set(model, samples);
     }
     samples.push({ at: now, ttfbMs });
-    if (samples.length > this.#maxSamples) samples.splice(0, samples.length - this.#maxSamples);
+    // Trimmed in batches: dropping the oldest one at each request moved the whole
+    // array every time, 2% of the router's CPU under load (bench/). Readers skip
+    // what is past the limit.
+    if (samples.length >= 2 * this.#maxSamples) {
+      samples.splice(0, samples.length - this.#maxSamples);
+    }
   }
 
   /** Requests per minute and p95 time to first byte of `model` as of `now`. */
@@ -95,7 +100,8 @@ export class ModelActivity {
       this.#samples.delete(model);
       return [];
     }
-    if (first > 0) samples.splice(0, first);
+    const skipped = Math.max(first, samples.length - this.#maxSamples);
+    if (skipped > 0) samples.splice(0, skipped);
     return samples;
   }
 
