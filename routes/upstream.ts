@@ -4,6 +4,8 @@
  * answer back as a stream that reports when it ends. Nothing here decides which pod.
  */
 
+import { type Deadline, deadlines } from "./deadlines.ts";
+
 /** Hop-by-hop headers (RFC 9110 §7.6.1): they never cross the router. */
 const HOP_BY_HOP = new Set([
   "connection",
@@ -81,42 +83,54 @@ export function relayBody(
   let firstByteAt: number | undefined;
   let lastByte = 0x0a;
   let ended = false;
+  // One shared check per stream, running only while a read waits for the pod (a
+  // client that reads slowly is not the pod's silence), instead of a timer per chunk.
+  let idle: Deadline | undefined;
+  let silent: StreamIdle | undefined;
   const end = (result: BodyEnd) => {
     if (ended) return;
     ended = true;
+    idle?.cancel();
     onEnd(result);
+  };
+  const fail = (controller: ReadableStreamDefaultController<Uint8Array>, error: unknown) => {
+    end({ kind: "failed", bytes, firstByteAt, error });
+    const trailer = errorTrailer(contentType, describeFailure(error), lastByte);
+    if (trailer) {
+      controller.enqueue(trailer);
+      controller.close();
+    } else {
+      controller.error(error);
+    }
   };
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      let chunk: ReadableStreamReadResult<Uint8Array>;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      try {
-        const idle = new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () =>
-              reject(
-                new StreamIdle(`it sent nothing for ${idleTimeoutMs} ms (--stream-idle-timeout)`),
-              ),
-            idleTimeoutMs,
+      if (idle) {
+        idle.restart();
+      } else {
+        idle = deadlines.start(idleTimeoutMs, () => {
+          // The pod hangs: let go of it (this ends its connection and the pending
+          // read) before telling the client.
+          silent = new StreamIdle(
+            `it sent nothing for ${idleTimeoutMs} ms (--stream-idle-timeout)`,
           );
+          reader.cancel(silent).catch(() => {});
         });
-        chunk = await Promise.race([reader.read(), idle]);
+      }
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
       } catch (error) {
-        // The pod hangs: let go of it (this ends its connection) before telling the client.
-        if (error instanceof StreamIdle) reader.cancel(error).catch(() => {});
-        end({ kind: "failed", bytes, firstByteAt, error });
-        const trailer = errorTrailer(contentType, describeFailure(error), lastByte);
-        if (trailer) {
-          controller.enqueue(trailer);
-          controller.close();
-        } else {
-          controller.error(error);
-        }
+        fail(controller, silent ?? error);
         return;
       } finally {
-        clearTimeout(timer);
+        idle.pause();
       }
       if (chunk.done) {
+        if (silent) {
+          fail(controller, silent);
+          return;
+        }
         end({ kind: "done", bytes, firstByteAt });
         controller.close();
         return;
