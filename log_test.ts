@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import type { LogRecord } from "@logtape/logtape";
 
 const fields = { method: "POST", path: "/api/chat", pod: "rk-0", durationMs: 12, note: "a b" };
 
@@ -60,4 +61,51 @@ Deno.test("log lines reach stdout in order, those of a later turn too, including
     ["WARN", "second"],
     ["ERROR", "last, then exit"],
   ]);
+});
+
+Deno.test("JSON lines are LogTape's own to the byte, plain records and others alike", async () => {
+  const { configure, getJsonLinesFormatter, getLogger, reset } = await import("@logtape/logtape");
+  const { jsonFormatter, plainJsonLine } = await import("./log.ts");
+  const records: LogRecord[] = [];
+  await configure({
+    reset: true,
+    sinks: { capture: (record) => void records.push(record) },
+    loggers: [
+      { category: ["t"], lowestLevel: "debug", sinks: ["capture"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+    ],
+  });
+  try {
+    const log = getLogger(["t", "proxy"]);
+    const request = {
+      method: "POST",
+      path: "/api/chat",
+      model: undefined,
+      pod: "rk-0",
+      status: 200,
+      ok: true,
+      durationMs: 12,
+      bytes: null,
+      requestId: 'quote " and \\ and \u0085 and \u0001 and é',
+    };
+    log.info("{method} {path} {status} via {pod}", request);
+    log.warn("no placeholders at all", request);
+    log.error("{{literal}} braces and {method}", request);
+    log.info("nested {a.b} and spaced { method }", { a: { b: 1 }, method: "GET" });
+    log.info("an undefined {model} in the message", request);
+    log.info("{error} as an object", { error: new Error("boom", { cause: "x" }) });
+    log.info("a field named like LogTape's own: {message}", { message: "m", level: 3 });
+    log.debug("numbers {n} {nan}", { n: 1.5, nan: NaN, list: [1, 2] });
+    log.info("unclosed {brace", { brace: 1 });
+    const logtape = getJsonLinesFormatter({ properties: "flatten" });
+    assert.equal(records.length, 9);
+    for (const record of records) assert.equal(jsonFormatter(record), logtape(record));
+    // The first two take the short way; the others are LogTape's.
+    assert.deepEqual(
+      records.map((record) => plainJsonLine(record) !== undefined),
+      [true, true, false, false, false, false, false, false, false],
+    );
+  } finally {
+    await reset();
+  }
 });
