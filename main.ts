@@ -21,7 +21,7 @@ import { routerSnapshot, StatusFeed } from "./routes/status_feed.ts";
 import { eventRoutes } from "./routes/events.ts";
 import { renderSections, uiRoutes } from "./routes/ui.tsx";
 import { errorResponse } from "./routes/errors.ts";
-import { requestIds } from "./routes/request_id.ts";
+import { assignRequestId, requestIds } from "./routes/request_id.ts";
 import { adminAuth } from "./routes/admin_auth.ts";
 import { logger, setupLogging } from "./log.ts";
 import { RouterMetrics } from "./metrics.ts";
@@ -120,41 +120,55 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     }),
   );
   app.route("/", aggregateRoutes(store));
-  app.route(
-    "/",
-    proxyRoutes({
-      store,
-      gate,
-      repoll: (pod) => void poller.repoll(pod),
-      maxBodyBytes: config.maxBodyBytes,
-      maxBodyTotalBytes: Math.max(config.maxBodyTotalBytes, config.maxBodyBytes),
-      ejectMs: config.ejectMs,
-      firstByteTimeoutMs: config.firstByteTimeoutMs,
-      connectTimeoutMs: config.connectTimeoutMs,
-      streamIdleTimeoutMs: config.streamIdleTimeoutMs,
-      bodyTimeoutMs: config.bodyTimeoutMs,
-      retryAfterSeconds: Math.min(30, Math.max(1, Math.ceil(config.pollIntervalMs / 1000))),
-      // The poll that would show the expiry can be a whole interval late, plus slack.
-      staleAfterMs: Math.max(0, config.podIdleExpiryMs - config.pollIntervalMs - 30_000),
-      coldLoader: () => started.placement?.coldLoader(),
-      // Only models a pod has: a client's made-up name must not grow the counters.
-      onAnswered: (model, ttfbMs) => {
-        if (store.modelNames.peek().has(model)) activity.record(model, ttfbMs, Date.now());
-      },
-      metrics,
-    }),
-  );
-  app.onError((error, c) => {
-    log.error("unexpected error on {path}: {error}", { path: c.req.path, error: String(error) });
-    return errorResponse(c.req.path, 500, `internal router error: ${error.message}`);
+  const proxy = proxyRoutes({
+    store,
+    gate,
+    repoll: (pod) => void poller.repoll(pod),
+    maxBodyBytes: config.maxBodyBytes,
+    maxBodyTotalBytes: Math.max(config.maxBodyTotalBytes, config.maxBodyBytes),
+    ejectMs: config.ejectMs,
+    firstByteTimeoutMs: config.firstByteTimeoutMs,
+    connectTimeoutMs: config.connectTimeoutMs,
+    streamIdleTimeoutMs: config.streamIdleTimeoutMs,
+    bodyTimeoutMs: config.bodyTimeoutMs,
+    retryAfterSeconds: Math.min(30, Math.max(1, Math.ceil(config.pollIntervalMs / 1000))),
+    // The poll that would show the expiry can be a whole interval late, plus slack.
+    staleAfterMs: Math.max(0, config.podIdleExpiryMs - config.pollIntervalMs - 30_000),
+    coldLoader: () => started.placement?.coldLoader(),
+    // Only models a pod has: a client's made-up name must not grow the counters.
+    onAnswered: (model, ttfbMs) => {
+      if (store.modelNames.peek().has(model)) activity.record(model, ttfbMs, Date.now());
+    },
+    metrics,
   });
+  app.route("/", proxy.app);
+  const unexpected = (path: string, error: Error) => {
+    log.error("unexpected error on {path}: {error}", { path, error: String(error) });
+    return errorResponse(path, 500, `internal router error: ${error.message}`);
+  };
+  app.onError((error, c) => unexpected(c.req.path, error));
+  // Inference requests go to the proxy directly, as Hono would send them, with
+  // the request id its middleware gives (they need no admin token): Hono's share
+  // of a small request was more than a tenth of the router's CPU (bench/).
+  const handler = async (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
+    if (!proxy.isInference(request)) return await app.fetch(request, info);
+    const id = assignRequestId(request);
+    let response: Response;
+    try {
+      response = await proxy.handle(request);
+    } catch (error) {
+      response = unexpected(new URL(request.url).pathname, error as Error);
+    }
+    response.headers.set("x-request-id", id);
+    return response;
+  };
 
   poller.start();
   const server = Deno.serve({
     port: config.port,
     hostname: config.host,
     onListen: () => {},
-  }, app.fetch);
+  }, handler);
   const url = `http://${server.addr.hostname}:${server.addr.port}`;
   const wildcard = ["0.0.0.0", "::", "[::]"].includes(config.host);
   const placement = await startPlacement({

@@ -25,8 +25,11 @@ import {
 import {
   canConnect,
   downstreamHeaders,
+  type HeaderList,
+  headerOf,
   podErrorMessage,
   relayBody,
+  setHeader,
   StreamIdle,
   upstreamHeaders,
 } from "./upstream.ts";
@@ -123,12 +126,53 @@ class FirstByteTimeout extends Error {
   override name = "FirstByteTimeout";
 }
 
-/** The Hono app that forwards every request it receives to a pod. */
-export function proxyRoutes(options: ProxyOptions): Hono {
+/**
+ * Paths only pods answer, the bulk of the traffic (generation and embeddings):
+ * a `POST` to one of these exactly as written needs no routing and no admin token.
+ */
+const INFERENCE = new Set([
+  "/api/chat",
+  "/api/generate",
+  "/api/embed",
+  "/api/embeddings",
+  "/v1/chat/completions",
+  "/v1/completions",
+  "/v1/embeddings",
+]);
+
+/** Forwarding to pods: a Hono app for every request, and the same without Hono. */
+export interface ProxyRoutes {
+  /** The Hono app that forwards every request it receives to a pod. */
+  app: Hono;
+  /**
+   * True for requests that go to a pod whatever the other routes are, which the
+   * server may give to {@linkcode handle} directly: Hono's routing, context and
+   * middleware cost more than the router's own work for a small request (bench/).
+   */
+  isInference(request: Request): boolean;
+  /** Forwards a request (given its id already, see request_id.ts) to a pod. */
+  handle(request: Request): Promise<Response>;
+}
+
+export function proxyRoutes(options: ProxyOptions): ProxyRoutes {
   const app = new Hono();
   const proxy = new Proxy(options);
   app.all("*", (c) => proxy.handle(c.req.raw));
-  return app;
+  return {
+    app,
+    isInference: (request) => request.method === "POST" && INFERENCE.has(pathOf(request.url)),
+    handle: (request) => proxy.handle(request),
+  };
+}
+
+/** The path of an absolute URL as received (percent-encoded), without parsing it all. */
+function pathOf(url: string): string {
+  const start = url.indexOf("/", url.indexOf("://") + 3);
+  if (start === -1) return "/";
+  const query = url.indexOf("?", start);
+  const hash = url.indexOf("#", start);
+  const end = query === -1 ? hash : hash === -1 ? query : Math.min(query, hash);
+  return end === -1 ? url.slice(start) : url.slice(start, end);
 }
 
 class Proxy {
@@ -283,7 +327,7 @@ class Proxy {
     const { model } = outcome;
     const headers = upstreamHeaders(request.headers);
     const requestId = requestIdOf(request);
-    if (requestId) headers.set("x-request-id", requestId);
+    if (requestId) setHeader(headers, "x-request-id", requestId);
     let path = url.pathname;
     let outgoing: BodyInit | null = body;
     if (model !== undefined && source.from !== "none" && source.value !== model) {
@@ -294,7 +338,7 @@ class Proxy {
     ) {
       // `curl -d '{...}'` labels JSON as a form, fetch() as text/plain; FastAPI pods
       // refuse both with 422, Flask pods ignore the label. Say what it is.
-      headers.set("content-type", "application/json");
+      setHeader(headers, "content-type", "application/json");
     }
     const target = podUrl + path + url.search;
     const abort = new AbortController();
@@ -483,7 +527,7 @@ class Proxy {
     outcome: Outcome,
   ): Promise<Response | undefined> {
     const headers = upstreamHeaders(request.headers);
-    headers.set(FORWARDED, "1");
+    setHeader(headers, FORWARDED, "1");
     const sent = performance.now();
     let answer: Response;
     try {
@@ -599,7 +643,7 @@ async function rewriteModel(
   model: string,
   path: string,
   body: Uint8Array<ArrayBuffer> | null,
-  headers: Headers,
+  headers: HeaderList,
 ): Promise<{ path: string; outgoing: BodyInit | null }> {
   if (source.from === "path") {
     return { path: source.prefix + encodeURIComponent(model) + source.rest, outgoing: body };
@@ -607,25 +651,25 @@ async function rewriteModel(
   if (source.from === "form" && body) {
     // A multipart body is rebuilt with the field changed; fetch writes a new boundary.
     const form = await new Response(body, {
-      headers: { "content-type": headers.get("content-type") ?? "" },
+      headers: { "content-type": headerOf(headers, "content-type") ?? "" },
     }).formData();
     form.set("model", model);
-    headers.delete("content-type");
+    setHeader(headers, "content-type", undefined);
     return { path, outgoing: form };
   }
   if (source.from === "json" && body) {
     const text = new TextDecoder().decode(body);
     const replaced = replaceTopLevelString(text, source.key, model);
     if (replaced !== undefined) {
-      if (!isJsonLabelled(headers)) headers.set("content-type", "application/json");
+      if (!isJsonLabelled(headers)) setHeader(headers, "content-type", "application/json");
       return { path, outgoing: replaced };
     }
   }
   return { path, outgoing: body };
 }
 
-function isJsonLabelled(headers: Headers): boolean {
-  const type = (headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
+function isJsonLabelled(headers: HeaderList): boolean {
+  const type = (headerOf(headers, "content-type") ?? "").split(";")[0].trim().toLowerCase();
   return type === "application/json" || type.endsWith("+json");
 }
 
@@ -634,13 +678,8 @@ function isApiPath(path: string): boolean {
   return path.startsWith("/api/") || path.startsWith("/v1/");
 }
 
-function pickHeaders(headers: Headers, names: readonly string[]): Headers {
-  const picked = new Headers();
-  for (const name of names) {
-    const value = headers.get(name);
-    if (value !== null) picked.set(name, value);
-  }
-  return picked;
+function pickHeaders(headers: HeaderList, names: readonly string[]): HeaderList {
+  return headers.filter(([name]) => names.includes(name));
 }
 
 /**

@@ -17,12 +17,18 @@ export function requestIdOf(request: Request): string {
   return ids.get(request) ?? "";
 }
 
+/** Gives `request` its id (the client's when it is a plain token, else a new one). */
+export function assignRequestId(request: Request): string {
+  const given = request.headers.get("x-request-id") ?? "";
+  const id = PLAIN_TOKEN.test(given) ? given : crypto.randomUUID();
+  ids.set(request, id);
+  return id;
+}
+
 /** Hono middleware that gives every request an id and returns it as `X-Request-Id`. */
 export function requestIds(): MiddlewareHandler {
   return async (c, next) => {
-    const given = c.req.header("x-request-id") ?? "";
-    const id = PLAIN_TOKEN.test(given) ? given : crypto.randomUUID();
-    ids.set(c.req.raw, id);
+    const id = assignRequestId(c.req.raw);
     await next();
     c.res.headers.set("x-request-id", id);
   };

@@ -22,33 +22,55 @@ const HOP_BY_HOP = new Set([
 /** Hop-by-hop headers plus those fetch sets itself on a request to a pod. */
 const NOT_UPSTREAM = new Set([...HOP_BY_HOP, "host", "content-length", "accept-encoding"]);
 
+/**
+ * Header name-value pairs, names in lower case, as fetch() and Response take
+ * them: a list is cheaper than a Headers object to build and to hand over, which
+ * iterates it once more (bench/).
+ */
+export type HeaderList = [string, string][];
+
 /** Headers for the pod: the client's, less hop-by-hop ones and those the router sets. */
-export function upstreamHeaders(client: Headers): Headers {
+export function upstreamHeaders(client: Headers): HeaderList {
   const headers = copyWithout(client, NOT_UPSTREAM);
   // Deno's fetch would otherwise ask for gzip and decode it: an extra cost on a
   // loopback-fast link, and a stream must reach the client as the pod sent it.
-  headers.set("accept-encoding", "identity");
+  headers.push(["accept-encoding", "identity"]);
   return headers;
 }
 
 /** Headers for the client: the pod's, less hop-by-hop ones. */
-export function downstreamHeaders(upstream: Headers): Headers {
+export function downstreamHeaders(upstream: Headers): HeaderList {
   return copyWithout(upstream, HOP_BY_HOP);
+}
+
+/** The value of header `name` (lower case) in `headers`, or undefined. */
+export function headerOf(headers: HeaderList, name: string): string | undefined {
+  for (const [key, value] of headers) if (key === name) return value;
+  return undefined;
+}
+
+/** Sets header `name` (lower case) to `value`, replacing any there; undefined removes it. */
+export function setHeader(headers: HeaderList, name: string, value: string | undefined): void {
+  for (let i = headers.length - 1; i >= 0; i--) if (headers[i][0] === name) headers.splice(i, 1);
+  if (value !== undefined) headers.push([name, value]);
 }
 
 /**
  * A copy of `from` without the `dropped` headers and those its Connection header
- * names. Copying only what passes costs a third of copying all and deleting
- * (measured with bench/), and a junk name in Connection cannot make it throw.
+ * names. Copying only what passes costs a third of copying all and deleting, and
+ * forEach a half of for-of over a Headers (measured with bench/); a junk name in
+ * Connection cannot make it throw.
  */
-function copyWithout(from: Headers, dropped: ReadonlySet<string>): Headers {
-  const listed = from.get("connection")?.toLowerCase().split(",").map((name) => name.trim()) ??
-    [];
-  const headers = new Headers();
-  for (const [name, value] of from) {
-    if (!dropped.has(name) && !listed.includes(name)) headers.append(name, value);
-  }
-  return headers;
+function copyWithout(from: Headers, dropped: ReadonlySet<string>): HeaderList {
+  const headers: HeaderList = [];
+  let connection: string | undefined;
+  from.forEach((value, name) => {
+    if (name === "connection") connection = value;
+    if (!dropped.has(name)) headers.push([name, value]);
+  });
+  if (connection === undefined) return headers;
+  const listed = connection.toLowerCase().split(",").map((name) => name.trim());
+  return headers.filter(([name]) => !listed.includes(name));
 }
 
 /**

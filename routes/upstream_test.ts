@@ -2,8 +2,10 @@ import assert from "node:assert/strict";
 import {
   type BodyEnd,
   downstreamHeaders,
+  headerOf,
   podErrorMessage,
   relayBody,
+  setHeader,
   upstreamHeaders,
 } from "./upstream.ts";
 
@@ -32,12 +34,12 @@ Deno.test("upstreamHeaders() drops hop-by-hop headers, including those named in 
       authorization: "Bearer t",
     }),
   );
-  assert.deepEqual([...headers.keys()].sort(), [
+  assert.deepEqual(headers.map(([name]) => name).sort(), [
     "accept-encoding",
     "authorization",
     "x-request-id",
   ]);
-  assert.equal(headers.get("accept-encoding"), "identity");
+  assert.equal(headerOf(headers, "accept-encoding"), "identity");
 });
 
 Deno.test("downstreamHeaders() keeps the pod's headers, repeated ones too, less hop-by-hop ones and junk in Connection", () => {
@@ -49,11 +51,20 @@ Deno.test("downstreamHeaders() keeps the pod's headers, repeated ones too, less 
     ["transfer-encoding", "chunked"],
   ]);
   const headers = downstreamHeaders(pod);
-  assert.deepEqual([...headers], [
+  assert.deepEqual(headers, [
     ["content-type", "application/json"],
     ["set-cookie", "a=1"],
     ["set-cookie", "b=2"],
   ]);
+});
+
+Deno.test("setHeader() replaces every value of a header, or removes it", () => {
+  const headers: [string, string][] = [["a", "1"], ["b", "2"], ["a", "3"]];
+  setHeader(headers, "a", "4");
+  assert.deepEqual(headers, [["b", "2"], ["a", "4"]]);
+  setHeader(headers, "b", undefined);
+  assert.deepEqual(headers, [["a", "4"]]);
+  assert.equal(headerOf(headers, "b"), undefined);
 });
 
 Deno.test("relayBody() passes chunks through as they are and reports the end once", async () => {
