@@ -34,7 +34,7 @@ import {
   upstreamHeaders,
 } from "./upstream.ts";
 import { modelLabel, routeLabel, type RouterMetrics } from "../metrics.ts";
-import { deadlines } from "./deadlines.ts";
+import { type Deadline, deadlines } from "./deadlines.ts";
 
 const log = logger("proxy");
 
@@ -729,10 +729,13 @@ async function readBody(
   timeoutMs: number,
   budget: BodyBudget,
 ): Promise<Uint8Array<ArrayBuffer> | null> {
+  const declared = Number(request.headers.get("content-length") ?? "NaN");
+  if (declared > 0 && declared <= limit) {
+    return await readDeclared(request, declared, timeoutMs, budget);
+  }
   if (!request.body) return null;
   const tooLarge = () =>
     new BadRequest(413, `the request body is larger than the limit of ${limit} bytes`);
-  const declared = Number(request.headers.get("content-length") ?? "NaN");
   if (declared > limit) {
     await request.body.cancel();
     throw tooLarge();
@@ -773,6 +776,42 @@ async function readBody(
     offset += chunk.byteLength;
   }
   return whole;
+}
+
+/**
+ * A body of a declared length within the limit, read whole by Deno: without a
+ * stream and a read per chunk in JavaScript, which cost about 10 µs a request
+ * (bench/). Its length is taken from the budget before it is read.
+ */
+async function readDeclared(
+  request: Request,
+  declared: number,
+  timeoutMs: number,
+  budget: BodyBudget,
+): Promise<Uint8Array<ArrayBuffer>> {
+  budget.take(declared);
+  let deadline: Deadline | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    deadline = deadlines.start(
+      timeoutMs,
+      () => reject(new BadRequest(408, `the request body did not arrive within ${timeoutMs} ms`)),
+    );
+  });
+  const reading = request.bytes();
+  let body: Uint8Array<ArrayBuffer>;
+  try {
+    body = await Promise.race([reading, expired]);
+  } catch (error) {
+    // A body that never comes is let go with the connection, once answered.
+    reading.catch(() => {});
+    budget.release(declared);
+    throw error;
+  } finally {
+    deadline!.cancel();
+  }
+  // HTTP/1.1 framing makes them equal; the budget holds what is really held.
+  budget.release(declared - body.byteLength);
+  return body;
 }
 
 async function readLimited(
