@@ -91,7 +91,7 @@ export function plainJsonLine(record: LogRecord): string | undefined {
   }
   // Built as text: JSON.stringify of a fresh object with the fields spread into
   // it took twice as long. Keys and values outside the plain cases go to LogTape.
-  let line = `{"@timestamp":"${new Date(record.timestamp).toISOString()}","level":"${
+  let line = `{"@timestamp":"${isoTime(record.timestamp)}","level":"${
     record.level === "warning" ? "WARN" : record.level.toUpperCase()
   }","message":${jsonString(message)},"logger":${jsonString(record.category.join("."))}`;
   for (const key in properties) {
@@ -105,6 +105,18 @@ export function plainJsonLine(record: LogRecord): string | undefined {
     else return undefined;
   }
   return `${line}}\n`;
+}
+
+/** The last timestamp written: under load, many lines share a millisecond. */
+let lastTime = NaN;
+let lastIso = "";
+
+function isoTime(timestamp: number): string {
+  if (timestamp !== lastTime) {
+    lastTime = timestamp;
+    lastIso = new Date(timestamp).toISOString();
+  }
+  return lastIso;
 }
 
 /** A string as JSON, escaped as LogTape escapes it (tested on the short string, not the line). */
