@@ -109,3 +109,19 @@ Deno.test("JSON lines are LogTape's own to the byte, plain records and others al
     await reset();
   }
 });
+
+Deno.test("log lines pending when the process dies of an uncaught error are written", async () => {
+  const script = `
+    import { logger, setupLogging } from "${new URL("./log.ts", import.meta.url).href}";
+    await setupLogging("info", "json");
+    logger("test").info("before the crash");
+    setTimeout(() => { throw new Error("boom"); }, 0);
+  `;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", script],
+    stdin: "null",
+  }).output();
+  assert.equal(output.code, 1);
+  const lines = new TextDecoder().decode(output.stdout).split("\n").filter((line) => line);
+  assert.deepEqual(lines.map((line) => JSON.parse(line).message), ["before the crash"]);
+});
