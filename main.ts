@@ -23,6 +23,7 @@ import { renderSections, uiRoutes } from "./routes/ui.tsx";
 import { errorResponse } from "./routes/errors.ts";
 import { requestIds } from "./routes/request_id.ts";
 import { adminAuth } from "./routes/admin_auth.ts";
+import { canonicalUrl } from "./routes/canonical_url.ts";
 import { logger, setupLogging } from "./log.ts";
 import { RouterMetrics } from "./metrics.ts";
 
@@ -154,7 +155,20 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     port: config.port,
     hostname: config.host,
     onListen: () => {},
-  }, app.fetch);
+  }, (request, info) => {
+    // Routing, the admin check and the proxy all see the path the pod will see.
+    const canonical = canonicalUrl(request.url);
+    if (canonical === undefined) return app.fetch(request, info);
+    return app.fetch(
+      new Request(canonical, {
+        method: request.method,
+        headers: request.headers,
+        body: request.body,
+        signal: request.signal,
+      }),
+      info,
+    );
+  });
   const url = `http://${server.addr.hostname}:${server.addr.port}`;
   const wildcard = ["0.0.0.0", "::", "[::]"].includes(config.host);
   const placement = await startPlacement({
