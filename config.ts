@@ -60,7 +60,16 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-type Kind = "int" | "string" | "duration" | "size" | "backends" | "level" | "bool" | "choice";
+type Kind =
+  | "int"
+  | "string"
+  | "duration"
+  | "size"
+  | "backends"
+  | "level"
+  | "bool"
+  | "choice"
+  | "token";
 
 interface FlagSpec {
   flag: string;
@@ -293,7 +302,7 @@ export const FLAGS: readonly FlagSpec[] = [
   {
     flag: "admin-token",
     key: "adminToken",
-    kind: "string",
+    kind: "token",
     default: "",
     optional: true,
     help:
@@ -380,6 +389,7 @@ function placeholder(kind: Kind): string {
     level: "LEVEL",
     bool: "",
     choice: "NAME",
+    token: "TOKEN",
   }[kind];
 }
 
@@ -450,6 +460,12 @@ function parseValue(spec: FlagSpec, raw: string, source: string): unknown {
     case "string":
       if (raw.trim() === "" && !spec.optional) fail("a non-empty value");
       return raw.trim();
+    case "token":
+      // A blank or spaced token would silently mean no protection, or one no client
+      // can send in `Authorization: Bearer <token>`: refuse both.
+      if (raw === "") return "";
+      if (!/^[\x21-\x7e]+$/.test(raw)) fail("printable characters without spaces");
+      return raw;
     case "bool":
       if (["true", "1", "yes", ""].includes(raw.trim().toLowerCase())) return true;
       if (["false", "0", "no"].includes(raw.trim().toLowerCase())) return false;

@@ -24,6 +24,7 @@ import { errorResponse } from "./routes/errors.ts";
 import { requestIds } from "./routes/request_id.ts";
 import { adminAuth } from "./routes/admin_auth.ts";
 import { canonicalUrl } from "./routes/canonical_url.ts";
+import { ownPathMethods } from "./routes/own_paths.ts";
 import { logger, setupLogging } from "./log.ts";
 import { RouterMetrics } from "./metrics.ts";
 
@@ -103,7 +104,8 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   let draining = false;
   const app = new Hono();
   app.use(requestIds());
-  app.use(adminAuth(config.adminToken));
+  app.use(adminAuth(config.adminToken, () => metrics.adminRefused()));
+  app.use(ownPathMethods());
   app.route("/", healthRoutes(store, () => draining));
   app.route("/", uiRoutes({ feed, adminTokenRequired }));
   app.route("/", eventRoutes({ feed, render: renderSections }));
@@ -203,6 +205,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       const finished = await stopping;
       await placement?.stop();
       poller.stop();
+      metrics.stop();
       await podWatch?.stop();
       return finished;
     },

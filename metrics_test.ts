@@ -183,8 +183,19 @@ Deno.test("process metrics are real readings, not the zeros of unreadable /proc 
   const all = await scrape(world.url);
   assert.ok(value(all, "process_resident_memory_bytes")! > 1024 * 1024);
   assert.ok(value(all, "nodejs_heap_size_used_bytes")! > 0);
-  assert.ok(all.has("nodejs_eventloop_lag_p99_seconds"));
   assert.ok(!all.has("process_open_fds"));
+});
+
+Deno.test("event_loop_lag_seconds shows how long the loop was blocked", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }] });
+  await scrape(world.url);
+  const until = performance.now() + 400;
+  while (performance.now() < until) {
+    // Block the event loop, as a long synchronous computation would.
+  }
+  const blocked = await scrape(world.url);
+  assert.ok(value(blocked, "rkllama_router_event_loop_lag_seconds")! >= 0.3);
+  assert.ok(!blocked.has("nodejs_eventloop_lag_p99_seconds"));
 });
 
 Deno.test("promtool accepts the exposition", async (t) => {

@@ -118,6 +118,8 @@ Deno.test("with --admin-token, no spelling of a protected path gets past it", as
   }
   assert.deepEqual(pod.loadedModels(), ["qwen"]);
   assert.equal(pod.events.some((e) => e.type === "request" && /unload/.test(e.path ?? "")), false);
+  const metrics = await (await fetch(`${world.url}/metrics`)).text();
+  assert.match(metrics, /^rkllama_router_admin_refusals_total 9$/m);
 });
 
 Deno.test("without --admin-token, operator endpoints answer anyone, as before", async () => {
