@@ -60,7 +60,16 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-type Kind = "int" | "string" | "duration" | "size" | "backends" | "level" | "bool" | "choice";
+type Kind =
+  | "int"
+  | "string"
+  | "duration"
+  | "size"
+  | "backends"
+  | "level"
+  | "bool"
+  | "choice"
+  | "token";
 
 interface FlagSpec {
   flag: string;
@@ -76,6 +85,8 @@ interface FlagSpec {
   zero?: boolean;
   /** The values a `choice` flag accepts. */
   choices?: readonly string[];
+  /** What `--help` shows as the value, when the kind's word says too little. */
+  placeholder?: string;
 }
 
 /** Every flag the router accepts, in `--help` order. */
@@ -136,6 +147,7 @@ export const FLAGS: readonly FlagSpec[] = [
     flag: "kube-api",
     key: "kubeApi",
     kind: "string",
+    placeholder: "URL",
     default: "",
     optional: true,
     help:
@@ -145,6 +157,7 @@ export const FLAGS: readonly FlagSpec[] = [
     flag: "models-file",
     key: "modelsFile",
     kind: "string",
+    placeholder: "PATH",
     default: "",
     optional: true,
     help: "models.yaml to follow instead of the ConfigMap (static mode); re-read when it changes",
@@ -175,6 +188,7 @@ export const FLAGS: readonly FlagSpec[] = [
     flag: "advertise-url",
     key: "advertiseUrl",
     kind: "string",
+    placeholder: "URL",
     default: "",
     optional: true,
     help:
@@ -293,7 +307,7 @@ export const FLAGS: readonly FlagSpec[] = [
   {
     flag: "admin-token",
     key: "adminToken",
-    kind: "string",
+    kind: "token",
     default: "",
     optional: true,
     help:
@@ -361,7 +375,7 @@ export function helpText(): string {
     "",
   ];
   for (const spec of FLAGS) {
-    lines.push(`  --${spec.flag} ${placeholder(spec.kind)}`.trimEnd());
+    lines.push(`  --${spec.flag} ${spec.placeholder ?? placeholder(spec.kind)}`.trimEnd());
     const dflt = spec.default === "" ? "" : ` (default ${spec.default})`;
     lines.push(`      ${spec.help}${dflt}  [${envName(spec.flag)}]`);
   }
@@ -380,6 +394,7 @@ function placeholder(kind: Kind): string {
     level: "LEVEL",
     bool: "",
     choice: "NAME",
+    token: "TOKEN",
   }[kind];
 }
 
@@ -450,6 +465,12 @@ function parseValue(spec: FlagSpec, raw: string, source: string): unknown {
     case "string":
       if (raw.trim() === "" && !spec.optional) fail("a non-empty value");
       return raw.trim();
+    case "token":
+      // A blank or spaced token would silently mean no protection, or one no client
+      // can send in `Authorization: Bearer <token>`: refuse both.
+      if (raw === "") return "";
+      if (!/^[\x21-\x7e]+$/.test(raw)) fail("printable characters without spaces");
+      return raw;
     case "bool":
       if (["true", "1", "yes", ""].includes(raw.trim().toLowerCase())) return true;
       if (["false", "0", "no"].includes(raw.trim().toLowerCase())) return false;

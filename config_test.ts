@@ -119,3 +119,14 @@ Deno.test("parseBackends() takes URL or NAME=URL and names unnamed pods host:por
     message: /is not URL or NAME=URL/,
   });
 });
+
+Deno.test("an admin token with spaces or only blanks stops the router instead of weakening it", () => {
+  for (const bad of ["   ", "a b", "tab\there"]) {
+    assert.throws(
+      () => parseConfig([], (name) => name === "ROUTER_ADMIN_TOKEN" ? bad : undefined),
+      /ROUTER_ADMIN_TOKEN: expected printable characters without spaces/,
+    );
+  }
+  const parsed = parseConfig(["--admin-token", "s3cret-Token_1"], () => undefined);
+  assert.equal(parsed.help ? "" : parsed.config.adminToken, "s3cret-Token_1");
+});

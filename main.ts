@@ -23,6 +23,8 @@ import { renderSections, uiRoutes } from "./routes/ui.tsx";
 import { errorResponse } from "./routes/errors.ts";
 import { assignRequestId, requestIds } from "./routes/request_id.ts";
 import { adminAuth } from "./routes/admin_auth.ts";
+import { canonicalUrl } from "./routes/canonical_url.ts";
+import { ownPathMethods } from "./routes/own_paths.ts";
 import { logger, setupLogging } from "./log.ts";
 import { RouterMetrics } from "./metrics.ts";
 
@@ -102,7 +104,8 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   let draining = false;
   const app = new Hono();
   app.use(requestIds());
-  app.use(adminAuth(config.adminToken));
+  app.use(adminAuth(config.adminToken, () => metrics.adminRefused()));
+  app.use(ownPathMethods());
   app.route("/", healthRoutes(store, () => draining));
   app.route("/", uiRoutes({ feed, adminTokenRequired }));
   app.route("/", eventRoutes({ feed, render: renderSections }));
@@ -148,10 +151,10 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   };
   app.onError((error, c) => unexpected(c.req.path, error));
   // Inference requests go to the proxy directly, as Hono would send them, with
-  // the request id its middleware gives (they need no admin token): Hono's share
-  // of a small request was more than a tenth of the router's CPU (bench/).
-  const handler = async (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
-    if (!proxy.isInference(request)) return await app.fetch(request, info);
+  // the request id its middleware gives (they need no admin token, and are no
+  // path of the router's own): Hono's share of a small request was more than a
+  // tenth of the router's CPU (bench/).
+  const proxied = async (request: Request) => {
     const id = assignRequestId(request);
     let response: Response;
     try {
@@ -168,7 +171,22 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     port: config.port,
     hostname: config.host,
     onListen: () => {},
-  }, handler);
+  }, (request, info) => {
+    // An inference path exactly as written is already as the pod will see it.
+    if (proxy.isInference(request)) return proxied(request);
+    // Routing, the admin check and the proxy all see the path the pod will see.
+    const canonical = canonicalUrl(request.url);
+    if (canonical === undefined) return app.fetch(request, info);
+    return app.fetch(
+      new Request(canonical, {
+        method: request.method,
+        headers: request.headers,
+        body: request.body,
+        signal: request.signal,
+      }),
+      info,
+    );
+  });
   const url = `http://${server.addr.hostname}:${server.addr.port}`;
   const wildcard = ["0.0.0.0", "::", "[::]"].includes(config.host);
   const placement = await startPlacement({
@@ -203,6 +221,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       const finished = await stopping;
       await placement?.stop();
       poller.stop();
+      metrics.stop();
       await podWatch?.stop();
       return finished;
     },

@@ -114,6 +114,8 @@ export class RouterMetrics {
   readonly #ejections: Counter<"pod">;
   readonly #reconcileActions: Counter<"action" | "result">;
   readonly #watchRestarts: Counter<"resource" | "reason">;
+  readonly #loopLag = new LoopLag();
+  readonly #adminRefusals: Counter;
 
   /**
    * @param store read at each scrape for pod and replica gauges
@@ -139,7 +141,7 @@ export class RouterMetrics {
     this.#ttfb = new Histogram({
       name: PREFIX + "time_to_first_byte_seconds",
       help:
-        "Time from sending a request to a pod to its response headers (a cold model load included)",
+        "Time from sending a request to a pod to the first byte of its answer's body (a stream's first token; a cold model load included); successful answers only",
       labelNames: ["model"],
       buckets: SECONDS_BUCKETS,
       registers,
@@ -247,6 +249,21 @@ export class RouterMetrics {
       labelNames: ["resource", "reason"],
       registers,
     });
+    this.#adminRefusals = new Counter({
+      name: PREFIX + "admin_refusals_total",
+      help: "Requests refused with 401 for lacking the admin token, or carrying a wrong one",
+      registers,
+    });
+    const loopLag = this.#loopLag;
+    new Gauge({
+      name: PREFIX + "event_loop_lag_seconds",
+      help:
+        "The longest a 100 ms timer fired late since the previous scrape: how long the event loop was blocked",
+      registers,
+      collect() {
+        this.set(loopLag.takeWorstSeconds());
+      },
+    });
     new Gauge({
       name: "process_resident_memory_bytes",
       help: "Resident memory size in bytes",
@@ -255,7 +272,7 @@ export class RouterMetrics {
         this.set(Deno.memoryUsage().rss);
       },
     });
-    // CPU, heap, event loop lag and GC from prom-client's defaults (see DROPPED_DEFAULTS).
+    // CPU and heap from prom-client's defaults (see DROPPED_DEFAULTS).
     const defaults = new Registry();
     client.collectDefaultMetrics({ register: defaults, eventLoopMonitoringPrecision: 20 });
     for (const name of DROPPED_DEFAULTS) defaults.removeSingleMetric(name);
@@ -271,7 +288,8 @@ export class RouterMetrics {
       code: String(request.status),
     });
     this.#duration.observe({ model: request.model, route: request.route }, request.durationSeconds);
-    if (request.ttfbSeconds !== undefined) {
+    // An error answer comes fast and says nothing about how soon a model answers.
+    if (request.ttfbSeconds !== undefined && request.status < 400) {
       this.#ttfb.observe({ model: request.model }, request.ttfbSeconds);
     }
   }
@@ -294,6 +312,15 @@ export class RouterMetrics {
 
   watchRestarted(resource: string, reason: "error" | "expired" | "stalled"): void {
     this.#watchRestarts.inc({ resource, reason });
+  }
+
+  adminRefused(): void {
+    this.#adminRefusals.inc();
+  }
+
+  /** Stops the lag measurement (at shutdown). */
+  stop(): void {
+    this.#loopLag.stop();
   }
 
   /** The exposition text for `GET /metrics`. */
@@ -320,4 +347,44 @@ const DROPPED_DEFAULTS = [
   "nodejs_active_handles_total",
   "nodejs_active_requests_total",
   "nodejs_active_resources_total",
+  // Under Deno, prom-client's event loop lag stays near zero however long the loop
+  // is blocked, and its GC histogram gets no samples: LoopLag measures the lag.
+  "nodejs_eventloop_lag_seconds",
+  "nodejs_eventloop_lag_min_seconds",
+  "nodejs_eventloop_lag_max_seconds",
+  "nodejs_eventloop_lag_mean_seconds",
+  "nodejs_eventloop_lag_stddev_seconds",
+  "nodejs_eventloop_lag_p50_seconds",
+  "nodejs_eventloop_lag_p90_seconds",
+  "nodejs_eventloop_lag_p99_seconds",
+  "nodejs_gc_duration_seconds",
 ];
+
+/** How late a timer fires: the event loop's lag, the worst since the last read. */
+class LoopLag {
+  static readonly PERIOD_MS = 100;
+  #expected = performance.now() + LoopLag.PERIOD_MS;
+  #worstMs = 0;
+  readonly #timer = setInterval(() => {
+    const now = performance.now();
+    this.#worstMs = Math.max(this.#worstMs, now - this.#expected);
+    this.#expected = now + LoopLag.PERIOD_MS;
+  }, LoopLag.PERIOD_MS);
+
+  constructor() {
+    // The measurement alone must not keep the process running.
+    Deno.unrefTimer(this.#timer);
+  }
+
+  /** The worst lag in seconds since the previous call, including a wait still running. */
+  takeWorstSeconds(): number {
+    const running = Math.max(0, performance.now() - this.#expected);
+    const worst = Math.max(this.#worstMs, running);
+    this.#worstMs = 0;
+    return worst / 1000;
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+}

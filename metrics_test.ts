@@ -183,8 +183,19 @@ Deno.test("process metrics are real readings, not the zeros of unreadable /proc 
   const all = await scrape(world.url);
   assert.ok(value(all, "process_resident_memory_bytes")! > 1024 * 1024);
   assert.ok(value(all, "nodejs_heap_size_used_bytes")! > 0);
-  assert.ok(all.has("nodejs_eventloop_lag_p99_seconds"));
   assert.ok(!all.has("process_open_fds"));
+});
+
+Deno.test("event_loop_lag_seconds shows how long the loop was blocked", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }] });
+  await scrape(world.url);
+  const until = performance.now() + 400;
+  while (performance.now() < until) {
+    // Block the event loop, as a long synchronous computation would.
+  }
+  const blocked = await scrape(world.url);
+  assert.ok(value(blocked, "rkllama_router_event_loop_lag_seconds")! >= 0.3);
+  assert.ok(!blocked.has("nodejs_eventloop_lag_p99_seconds"));
 });
 
 Deno.test("promtool accepts the exposition", async (t) => {
@@ -216,6 +227,32 @@ Deno.test("promtool accepts the exposition", async (t) => {
     assert.equal(out.code, 0, said);
     assert.equal(said.trim(), "", said);
   });
+});
+
+Deno.test("promtool parses every PromQL example in README.md", async () => {
+  const promtool = await which("promtool");
+  if (!promtool) {
+    if (Deno.env.get("REQUIRE_PROMTOOL")) assert.fail("promtool is required but not found");
+    console.log("promtool not found (Debian package prometheus): skipping the check");
+    return;
+  }
+  const readme = await Deno.readTextFile(new URL("./README.md", import.meta.url));
+  const queries = [...readme.matchAll(/```promql\n([\s\S]*?)```/g)].flatMap((block) =>
+    // A query may go on over indented lines.
+    block[1].replace(/\n\s+/g, " ").split("\n").filter((line) => line.trim() !== "")
+  );
+  assert.ok(queries.length >= 5, `only ${queries.length} queries found`);
+  const rules = queries.map((query, i) =>
+    `      - record: readme_${i}\n        expr: ${JSON.stringify(query)}\n`
+  );
+  const dir = await Deno.makeTempDir({ prefix: "rkllama-router-promql-" });
+  const file = `${dir}/rules.yml`;
+  await Deno.writeTextFile(file, `groups:\n  - name: readme\n    rules:\n${rules.join("")}`);
+  const out = await new Deno.Command(promtool, { args: ["check", "rules", file] }).output();
+  const said = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, said);
+  assert.match(said, new RegExp(`SUCCESS: ${queries.length} rules found`));
+  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("routeLabel() and modelLabel() keep labels to known values", () => {

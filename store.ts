@@ -25,6 +25,8 @@ export interface PodRuntime {
   ejectedAt: number;
   /** Why it was last ejected, for operators. */
   ejectedReason: string;
+  /** Ejections since the pod last answered a request: each doubles the next one's length. */
+  strikes: number;
   /**
    * Epoch ms the router last sent a request for each loaded model (or first saw
    * it loaded). RKLlama unloads a model after it has been idle for a while, and
@@ -84,6 +86,9 @@ export type PollResult =
     otherModels: ReadonlySet<string>;
   }
   | { pod: string; ok: false; at: number; error: string };
+
+/** Ejections double in length at most this many times in a row (15 s grows to 4 min). */
+export const MAX_EJECT_DOUBLINGS = 4;
 
 /** True when the pod may get new requests at `now`. */
 export function isRoutable(pod: PodRecord, now: number): boolean {
@@ -213,7 +218,14 @@ export class Store {
       lastPollError: "",
       busy: "",
       runtime: old?.runtime ??
-        { inflight: 0, ejectedUntil: 0, ejectedAt: 0, ejectedReason: "", lastSent: new Map() },
+        {
+          inflight: 0,
+          ejectedUntil: 0,
+          ejectedAt: 0,
+          ejectedReason: "",
+          strikes: 0,
+          lastSent: new Map(),
+        },
     };
     this.#set(new Map(pods).set(identity.name, record));
   }
@@ -333,6 +345,25 @@ export class Store {
     pod.runtime.ejectedReason = reason;
     this.onEject?.(podName, until, reason);
     for (const model of pod.runtime.lastSent.keys()) pod.runtime.lastSent.set(model, 0);
+  }
+
+  /**
+   * Ejects the pod for `baseMs`, doubled for each ejection since it last answered a
+   * request (at most {@linkcode MAX_EJECT_DOUBLINGS} times): a pod that passes its
+   * polls but fails every request is tried less and less often, not every `baseMs`.
+   */
+  ejectWithBackoff(podName: string, baseMs: number, reason: string, now = Date.now()): void {
+    const runtime = this.#pods.peek().get(podName)?.runtime;
+    if (!runtime) return;
+    const ms = baseMs * 2 ** Math.min(runtime.strikes, MAX_EJECT_DOUBLINGS);
+    runtime.strikes++;
+    this.eject(podName, now + ms, reason);
+  }
+
+  /** The pod answered a request: its next ejection starts from the base length again. */
+  answered(podName: string): void {
+    const runtime = this.#pods.peek().get(podName)?.runtime;
+    if (runtime) runtime.strikes = 0;
   }
 
   #update(podName: string, change: (pod: PodRecord) => PodRecord): void {

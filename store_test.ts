@@ -112,3 +112,16 @@ Deno.test("nodeNames holds the nodes of routable pods and of pods discovery cann
   store.setPendingNodes(new Set(["board-b"]));
   assert.deepEqual([...store.nodeNames.value].sort(), ["a", "board-b"]);
 });
+
+Deno.test("ejections in a row double in length, up to a cap, and an answer resets them", () => {
+  const store = storeWith("a");
+  const lengths = [];
+  for (let i = 0; i < 7; i++) {
+    store.ejectWithBackoff("a", 1000, "timeout", 0);
+    lengths.push(store.pods.value.get("a")!.runtime.ejectedUntil);
+  }
+  assert.deepEqual(lengths, [1000, 2000, 4000, 8000, 16000, 16000, 16000]);
+  store.answered("a");
+  store.ejectWithBackoff("a", 1000, "timeout", 0);
+  assert.equal(store.pods.value.get("a")!.runtime.ejectedUntil, 1000);
+});

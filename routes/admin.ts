@@ -8,6 +8,10 @@
 import { Hono } from "hono";
 import { isEjected, isRoutable, type PodRecord, podState, type Store } from "../store.ts";
 import { errorResponse } from "./errors.ts";
+import { logger } from "../log.ts";
+import { requestIdOf } from "./request_id.ts";
+
+const log = logger("admin");
 
 /** What the admin endpoints need from the rest of the router. */
 export interface AdminOptions {
@@ -110,6 +114,13 @@ export function adminRoutes(options: AdminOptions): Hono {
     }
     await Promise.all(pods.map((pod) => options.repoll(pod.name)));
     const succeeded = results.filter((r) => r.success).length;
+    // An operator emptied the NPUs: that belongs in the log, with who asked (the request id).
+    log.info("force unload of every model: {succeeded} of {total} pods", {
+      succeeded,
+      total: pods.length,
+      failed: results.filter((r) => !r.success).map((r) => r.pod_name),
+      requestId: requestIdOf(c.req.raw),
+    });
     return c.json({
       message: `Force unload completed on ${succeeded}/${pods.length} pods`,
       total_pods: pods.length,

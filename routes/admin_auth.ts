@@ -8,6 +8,10 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { MiddlewareHandler } from "hono";
 import { errorResponse } from "./errors.ts";
+import { logger } from "../log.ts";
+import { requestIdOf } from "./request_id.ts";
+
+const log = logger("admin");
 
 /**
  * RKLlama paths that download, delete, create, load or unload models (both server
@@ -64,11 +68,22 @@ export function isAdmin(authorization: string | null, token: string): boolean {
  * Hono middleware: a 401 JSON error for requests that {@linkcode needsAdmin} and
  * lack the token; nothing at all when `token` is empty (no token configured).
  */
-export function adminAuth(token: string): MiddlewareHandler {
+export function adminAuth(
+  token: string,
+  onRefused: (path: string) => void = () => {},
+): MiddlewareHandler {
   return async (c, next) => {
     if (token === "" || !needsAdmin(c.req.method, c.req.path)) return await next();
     if (isAdmin(c.req.header("authorization") ?? null, token)) return await next();
     const given = c.req.header("authorization") !== undefined;
+    // Refusals are logged (never the header itself) so that guessing shows.
+    onRefused(c.req.path);
+    log.warn("{method} {path} refused: {why}", {
+      method: c.req.method,
+      path: c.req.path.slice(0, 200),
+      why: given ? "wrong admin token" : "no admin token",
+      requestId: requestIdOf(c.req.raw),
+    });
     return errorResponse(
       c.req.path,
       401,

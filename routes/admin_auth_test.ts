@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { rawExchange, statusOf } from "../sim/raw_http.ts";
 import { postJson, startWorld } from "../sim/fixture.ts";
 import { isAdmin, needsAdmin } from "./admin_auth.ts";
 
@@ -85,6 +86,40 @@ Deno.test("with --admin-token, operator writes and model management need the bea
   });
   assert.equal(chat.status, 200);
   await chat.body?.cancel();
+});
+
+Deno.test("with --admin-token, no spelling of a protected path gets past it", async () => {
+  await using world = await startWorld(
+    { pods: [{ models: ["qwen", "phi"], loaded: ["qwen"] }] },
+    { adminToken: "s3cret" },
+  );
+  const [pod] = world.cluster.pods;
+  const body = '{"model":"qwen"}';
+  for (
+    const target of [
+      "/api/./unload",
+      "/x/../api/unload",
+      "/api/%2e/unload",
+      "/api/%2E%2E/api/unload",
+      "/api\\unload",
+      "/api/%75nload",
+      "//api//unload",
+      "/router/./force_unload_all",
+      "/api/tags/../../router/force_unload_all",
+    ]
+  ) {
+    const raw = await rawExchange(
+      world.url,
+      new TextEncoder().encode(
+        `POST ${target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+      ),
+    );
+    assert.equal(statusOf(raw), 401, `${target}: ${raw.split("\r\n")[0]}`);
+  }
+  assert.deepEqual(pod.loadedModels(), ["qwen"]);
+  assert.equal(pod.events.some((e) => e.type === "request" && /unload/.test(e.path ?? "")), false);
+  const metrics = await (await fetch(`${world.url}/metrics`)).text();
+  assert.match(metrics, /^rkllama_router_admin_refusals_total 9$/m);
 });
 
 Deno.test("without --admin-token, operator endpoints answer anyone, as before", async () => {

@@ -19,8 +19,23 @@ function clientRequests(pod: SimPod): SimEvent[] {
   );
 }
 
+/**
+ * Responses the ollama clients received, kept reachable. Deno 2.9.6 stops passing
+ * an abort on to a fetch whose Response has been garbage-collected while its body
+ * is still read (ollama-js keeps only the body's reader): under the whole suite's
+ * memory pressure, `stream.abort()` then did nothing and the stream ran to its end.
+ */
+const ollamaResponses = new Set<Response>();
+
 function ollamaFor(world: { url: string }): Ollama {
-  return new Ollama({ host: world.url });
+  return new Ollama({
+    host: world.url,
+    fetch: async (input, init) => {
+      const response = await fetch(input, init);
+      ollamaResponses.add(response);
+      return response;
+    },
+  });
 }
 
 function openAIFor(world: { url: string }): OpenAI {

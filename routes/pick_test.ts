@@ -36,6 +36,7 @@ function pod(
       ejectedUntil: state.ejectedUntil ?? 0,
       ejectedAt: 0,
       ejectedReason: "",
+      strikes: 0,
       lastSent: new Map((holds.loaded ?? []).map((m) => [m, state.lastSent ?? NOW])),
     },
   };

@@ -81,6 +81,8 @@ interface Outcome {
   pod?: string;
   /** Set once the log line and metrics are taken care of (at the end of the body). */
   recorded: boolean;
+  /** How the last pod tried failed, when the router answers for it: timeout, failed, cancelled. */
+  end?: string;
 }
 
 /**
@@ -197,7 +199,12 @@ class Proxy {
     }
     if (!outcome.recorded) {
       // The router answered itself (a refusal, or the pod never answered).
-      this.#record(request, url, outcome, { pod: "none", status: response.status, end: "refused" });
+      // A pod that timed out or failed is named; a refusal came from the router alone.
+      this.#record(request, url, outcome, {
+        pod: outcome.end ? outcome.pod ?? "none" : "none",
+        status: response.status,
+        end: outcome.end ?? "refused",
+      });
     }
     return response;
   }
@@ -283,14 +290,19 @@ class Proxy {
       } catch (error) {
         endLoad?.(false);
         if (error instanceof FirstByteTimeout) {
+          outcome.end = "timeout";
           this.#options.metrics?.upstreamError(pod.name, "timeout");
-          this.#options.store.eject(pod.name, Date.now() + this.#options.ejectMs, error.message);
+          this.#options.store.ejectWithBackoff(pod.name, this.#options.ejectMs, error.message);
           return errorResponse(path, 504, error.message);
         }
         if (!(error instanceof ConnectFailure)) throw error;
-        if (request.signal.aborted) return errorResponse(path, 499, "the client went away");
+        if (request.signal.aborted) {
+          outcome.end = "cancelled";
+          return errorResponse(path, 499, "the client went away");
+        }
+        outcome.end = "failed";
         this.#options.metrics?.upstreamError(pod.name, "connect");
-        this.#options.store.eject(pod.name, Date.now() + this.#options.ejectMs, error.message);
+        this.#options.store.ejectWithBackoff(pod.name, this.#options.ejectMs, error.message);
         exclude.add(pod.name);
         if (attempt >= MAX_ATTEMPTS) {
           return errorResponse(path, 502, `no pod could take the request: ${error.message}`);
@@ -407,6 +419,7 @@ class Proxy {
       firstByte.cancel();
       probe.cancel();
     }
+    if (upstream.status < 500) this.#options.store.answered(podName);
     endLoad?.(upstream.ok);
     if (endLoad) {
       this.#options.repoll(podName);
@@ -603,7 +616,7 @@ class Proxy {
       model: outcome.model,
       pod: result.pod,
       status: result.status,
-      outcome: result.end,
+      outcome: result.status >= 400 && result.end === "done" ? "error" : result.end,
       durationMs: Math.round(durationMs),
       ttfbMs: result.ttfbMs === undefined ? undefined : Math.round(result.ttfbMs),
       bytes: result.bytes,
