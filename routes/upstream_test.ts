@@ -90,6 +90,29 @@ Deno.test("relayBody() passes chunks through as they are and reports the end onc
   assert.equal(typeof firstByteAt, "number");
 });
 
+Deno.test("relayBody() hands out each chunk of a byte stream as its own bytes, kept after later reads", async () => {
+  const lines = ["first\n", "second\n", "third\n"];
+  let sent = 0;
+  const source = new ReadableStream({
+    type: "bytes",
+    pull(controller) {
+      if (sent === lines.length) {
+        // As fetch's bodies do: a read waiting with its own buffer ends with respond(0).
+        controller.close();
+        controller.byobRequest?.respond(0);
+      } else {
+        controller.enqueue(bytes(lines[sent++]));
+      }
+    },
+  });
+  const reader = relayBody(source, "application/x-ndjson", String, 60_000, () => {}).getReader();
+  const chunks: Uint8Array[] = [];
+  for (let read = await reader.read(); !read.done; read = await reader.read()) {
+    chunks.push(read.value);
+  }
+  assert.deepEqual(chunks.map((chunk) => new TextDecoder().decode(chunk)), lines);
+});
+
 Deno.test("relayBody() ends a failed NDJSON stream with an error line on its own line", async () => {
   const ends: BodyEnd[] = [];
   const relayed = relayBody(
