@@ -316,3 +316,41 @@ Deno.test("a client that stops reading is dropped instead of queueing events wit
     socket.close();
   }
 });
+
+Deno.test("a plan remade unchanged (every poll round) changes nothing the status feed pushes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "rkllama-events-" });
+  const modelsFile = `${dir}/models.yaml`;
+  await Deno.writeTextFile(modelsFile, "models:\n  qwen:\n    replicas: 1\n");
+  try {
+    await using world = await startWorld(
+      { pods: [{ name: "a", models: ["qwen"], loaded: ["qwen"] }] },
+      { modelsFile },
+    );
+    const placement = world.router.placement!;
+    const build = routerSnapshot({
+      store: world.router.store,
+      placement: () => placement,
+      activity: new ModelActivity(),
+      adminTokenRequired: false,
+    });
+    placement.reconciler.reconcile();
+    const before = JSON.stringify(build());
+    const planned = placement.reconciler.lastPlan.at;
+    // The next plan is made on a later millisecond.
+    while (Date.now() === planned) await Promise.resolve();
+    placement.reconciler.reconcile();
+    assert.notEqual(placement.reconciler.lastPlan.at, planned);
+    assert.equal(JSON.stringify(build()), before);
+    assert.equal(placement.view().plan.changedAt, new Date(planned).toISOString());
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("/router/events?view=html says whether force unload needs the admin token", async () => {
+  await using served = serveFeed();
+  const events = sseEvents(await fetch(`${served.url}?view=html`));
+  const { adminTokenRequired } = JSON.parse((await next(events, "html")).data);
+  assert.equal(adminTokenRequired, false);
+  await events.return(undefined);
+});
