@@ -298,7 +298,7 @@ function Models({ models, now }: { models: ModelView[]; now: number }) {
         <tbody>
           {models.map((model) => (
             <tr key={model.name} data-model={model.name}>
-              <td>
+              <td class="model">
                 <span class="model-name">{model.name}</span>
                 {model.priority ? <div class="muted">priority {model.priority}</div> : ""}
               </td>

@@ -43,7 +43,8 @@ border-radius:.5rem;padding:.6rem .8rem}
 .pod-head{display:flex;flex-wrap:wrap;justify-content:space-between;gap:.2rem .5rem;align-items:baseline}
 .pod-name{font-weight:600;overflow-wrap:anywhere;min-width:0}
 .model-name{font-weight:600;overflow-wrap:anywhere}
-td{overflow-wrap:anywhere}
+td.model{min-width:min(14rem,45vw)}
+td b{overflow-wrap:anywhere}
 .node,.muted{color:var(--muted);font-size:.82rem}
 .row{margin-top:.35rem}
 .label{color:var(--muted);font-size:.75rem;text-transform:uppercase;letter-spacing:.04em;margin-right:.3rem}
