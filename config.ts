@@ -85,6 +85,8 @@ interface FlagSpec {
   zero?: boolean;
   /** The values a `choice` flag accepts. */
   choices?: readonly string[];
+  /** What `--help` shows as the value, when the kind's word says too little. */
+  placeholder?: string;
 }
 
 /** Every flag the router accepts, in `--help` order. */
@@ -145,6 +147,7 @@ export const FLAGS: readonly FlagSpec[] = [
     flag: "kube-api",
     key: "kubeApi",
     kind: "string",
+    placeholder: "URL",
     default: "",
     optional: true,
     help:
@@ -154,6 +157,7 @@ export const FLAGS: readonly FlagSpec[] = [
     flag: "models-file",
     key: "modelsFile",
     kind: "string",
+    placeholder: "PATH",
     default: "",
     optional: true,
     help: "models.yaml to follow instead of the ConfigMap (static mode); re-read when it changes",
@@ -184,6 +188,7 @@ export const FLAGS: readonly FlagSpec[] = [
     flag: "advertise-url",
     key: "advertiseUrl",
     kind: "string",
+    placeholder: "URL",
     default: "",
     optional: true,
     help:
@@ -370,7 +375,7 @@ export function helpText(): string {
     "",
   ];
   for (const spec of FLAGS) {
-    lines.push(`  --${spec.flag} ${placeholder(spec.kind)}`.trimEnd());
+    lines.push(`  --${spec.flag} ${spec.placeholder ?? placeholder(spec.kind)}`.trimEnd());
     const dflt = spec.default === "" ? "" : ` (default ${spec.default})`;
     lines.push(`      ${spec.help}${dflt}  [${envName(spec.flag)}]`);
   }

@@ -229,6 +229,32 @@ Deno.test("promtool accepts the exposition", async (t) => {
   });
 });
 
+Deno.test("promtool parses every PromQL example in README.md", async () => {
+  const promtool = await which("promtool");
+  if (!promtool) {
+    if (Deno.env.get("REQUIRE_PROMTOOL")) assert.fail("promtool is required but not found");
+    console.log("promtool not found (Debian package prometheus): skipping the check");
+    return;
+  }
+  const readme = await Deno.readTextFile(new URL("./README.md", import.meta.url));
+  const queries = [...readme.matchAll(/```promql\n([\s\S]*?)```/g)].flatMap((block) =>
+    // A query may go on over indented lines.
+    block[1].replace(/\n\s+/g, " ").split("\n").filter((line) => line.trim() !== "")
+  );
+  assert.ok(queries.length >= 5, `only ${queries.length} queries found`);
+  const rules = queries.map((query, i) =>
+    `      - record: readme_${i}\n        expr: ${JSON.stringify(query)}\n`
+  );
+  const dir = await Deno.makeTempDir({ prefix: "rkllama-router-promql-" });
+  const file = `${dir}/rules.yml`;
+  await Deno.writeTextFile(file, `groups:\n  - name: readme\n    rules:\n${rules.join("")}`);
+  const out = await new Deno.Command(promtool, { args: ["check", "rules", file] }).output();
+  const said = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, said);
+  assert.match(said, new RegExp(`SUCCESS: ${queries.length} rules found`));
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("routeLabel() and modelLabel() keep labels to known values", () => {
   assert.equal(routeLabel("/api/chat"), "/api/chat");
   assert.equal(routeLabel("/v1/chat/completions"), "/v1/chat/completions");

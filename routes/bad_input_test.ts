@@ -92,7 +92,7 @@ Deno.test("path traversal in /files/... and /api/modelfile/... is a 400 and reac
   );
 });
 
-Deno.test("request heads past Deno's limits (about 64 KiB, or 100 headers) are refused and the router stays healthy", async () => {
+Deno.test("request heads past Deno's limits (about 64 KiB, or 128 headers) are refused and the router stays healthy", async () => {
   await using world = await startWorld({ pods: [{ models: ["qwen"] }] });
   const big = await rawExchange(
     world.url,
