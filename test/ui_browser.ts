@@ -245,7 +245,7 @@ function spills(page: Page): Promise<string[]> {
 
 Deno.test({
   name:
-    "long model names stay inside the page at 1280 and 390 px; dead copies are not counted; pods sort by number; scroll survives updates",
+    "long model names stay inside the page at 1280 and 390 px; dead copies are not counted; pods sort by number; scroll and selection survive updates",
   ignore: !hasChromium,
   async fn() {
     const long = "qwen2.5-coder-14b-instruct-rk3588-w8a8-opt-1-hybrid-ratio-0.5";
@@ -311,6 +311,18 @@ Deno.test({
           WAIT,
         );
         assert.equal(await page.evaluate(`${box}.scrollLeft`), 20);
+
+        // Text being selected in a section is not swapped away under the mouse: the
+        // section waits, and catches up once the selection is gone.
+        await page.evaluate(
+          `getSelection().selectAllChildren(document.querySelector('[data-pod="rk-0"] .pod-name'))`,
+        );
+        world.router.store.markLoading("rk-0", "phi", Date.now());
+        await page.locator("#summary", { hasText: "2 loading" }).waitFor(WAIT);
+        assert.equal(await page.locator('[data-pod="rk-0"] [data-loading="phi"]').count(), 0);
+        assert.equal(await page.evaluate(`getSelection().toString()`), "rk-0");
+        await page.evaluate(`getSelection().removeAllRanges()`);
+        await page.locator('[data-pod="rk-0"] [data-loading="phi"]').waitFor(WAIT);
         console.log(`screenshot: ${join(dir, "long-names.png")}`);
       });
     }
