@@ -180,7 +180,7 @@ export class RouterMetrics {
     new Gauge({
       name: PREFIX + "pods",
       help:
-        "Pods by routing state: routable, loading (an explicit load/unload runs), ejected, unreachable, pending (not polled yet), unready",
+        "Pods by routing state: routable, loading (an explicit load/unload runs), ejected, unreachable, pending (no poll answered yet), unready",
       labelNames: ["state"],
       registers,
       collect() {

@@ -64,6 +64,11 @@ export interface PodRecord extends PodIdentity {
   /** Answered its last polls; false after too many failures in a row. */
   reachable: boolean;
   failedPolls: number;
+  /**
+   * Failed `--unreachable-after` polls in a row, whether or not it ever answered:
+   * a pod that never answers is `unreachable`, not `pending` forever.
+   */
+  unreachable: boolean;
   lastPollAt: number;
   lastPollError: string;
   /**
@@ -107,7 +112,7 @@ export function isEjected(pod: PodRecord, now: number): boolean {
 /** The routing state of a pod in words, for operators and `/router/pods`. */
 export function podState(pod: PodRecord, now: number): string {
   if (!pod.ready) return "unready";
-  if (!pod.polled) return "pending";
+  if (!pod.polled && !pod.unreachable) return "pending";
   if (pod.busy !== "") return "loading";
   if (!pod.reachable) return "unreachable";
   if (isEjected(pod, now)) return "ejected";
@@ -214,6 +219,7 @@ export class Store {
       polled: false,
       reachable: false,
       failedPolls: 0,
+      unreachable: false,
       lastPollAt: 0,
       lastPollError: "",
       busy: "",
@@ -262,6 +268,7 @@ export class Store {
           polled: true,
           reachable: true,
           failedPolls: 0,
+          unreachable: false,
           lastPollAt: result.at,
           lastPollError: "",
         });
@@ -273,6 +280,7 @@ export class Store {
           ...pod,
           failedPolls,
           reachable: pod.reachable && failedPolls < this.#unreachableAfter,
+          unreachable: failedPolls >= this.#unreachableAfter,
           lastPollError: result.error,
         });
       }

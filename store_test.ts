@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { effect } from "@preact/signals-core";
-import { isRoutable, type PollResult, Store } from "./store.ts";
+import { isRoutable, podState, type PollResult, Store } from "./store.ts";
 
 const models = (...names: string[]) => new Map(names.map((n) => [n, { name: n, model: n }]));
 
@@ -65,6 +65,23 @@ Deno.test("a pod keeps its models through failed polls, then leaves routing", ()
   assert.equal(pod.lastPollError, "refused");
   store.applyPolls([okPoll("a", ["qwen"], [])]);
   assert.equal(store.pods.value.get("a")!.reachable, true);
+});
+
+Deno.test("a pod that never answers is pending, then unreachable after --unreachable-after failed polls", () => {
+  const store = storeWith("a");
+  const state = () => podState(store.pods.value.get("a")!, 0);
+  assert.equal(state(), "pending");
+  const fail: PollResult = { pod: "a", ok: false, at: 2, error: "refused" };
+  store.applyPolls([fail]);
+  store.applyPolls([fail]);
+  assert.equal(state(), "pending");
+  store.applyPolls([fail]);
+  assert.equal(state(), "unreachable");
+  assert.equal(isRoutable(store.pods.value.get("a")!, 0), false);
+  store.applyPolls([okPoll("a", ["qwen"], [])]);
+  assert.equal(state(), "routable");
+  store.applyPolls([fail]);
+  assert.equal(state(), "routable");
 });
 
 Deno.test("a finished cold load counts as loaded before the next poll", () => {

@@ -7,7 +7,7 @@
  */
 
 import type { PodModelEntry, PollResult, Store } from "../store.ts";
-import { logger } from "../log.ts";
+import { describeError, logger } from "../log.ts";
 
 const log = logger("poller");
 
@@ -103,9 +103,7 @@ export class Poller {
     } catch (error) {
       const message = signal.aborted && !this.#stopped.signal.aborted
         ? `no answer within ${this.#options.timeoutMs} ms`
-        : error instanceof Error
-        ? error.message
-        : String(error);
+        : describeError(error);
       return { pod: name, ok: false, at: Date.now(), error: message };
     }
   }

@@ -77,3 +77,15 @@ Deno.test("fetchModels() refuses a pod that does not answer a model list", async
     { message: "/api/version did not list models" },
   );
 });
+
+Deno.test("a pod that refuses connections shows why, not just 'fetch failed'", async () => {
+  // A port nobody listens on: bound, then closed.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  const store = storeFor(`dead=http://127.0.0.1:${port}`, 1);
+  const poller = new Poller(store, { intervalMs: 60_000, timeoutMs: 5000 });
+  await poller.pollAll();
+  const [dead] = store.podList.value;
+  assert.match(dead.lastPollError, /^fetch failed: .*Connection refused/);
+});

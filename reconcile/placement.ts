@@ -32,7 +32,7 @@ export interface PlacementOptions {
 export type PlacementView = {
   config: { source: string; valid: boolean; error: string | null; models: ModelPlacement[] };
   leader: { identity: string; holder: string; leader: boolean; error: string };
-  plan: { at: string | null } & Plan;
+  plan: { at: string | null; changedAt: string | null } & Plan;
   /** Actions in progress, one per pod. */
   running: readonly Action[];
   /** The last results, newest first, with `at` as an ISO time. */
@@ -144,7 +144,7 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
     },
     view() {
       const status = reconciler.status;
-      const { plan, at } = reconciler.lastPlan;
+      const { plan, at, changedAt } = reconciler.lastPlan;
       return {
         config: {
           source: status.source,
@@ -153,7 +153,11 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
           models: status.config?.models ?? [],
         },
         leader: elector ? elector.status : { identity, holder: identity, leader: true, error: "" },
-        plan: { at: at > 0 ? new Date(at).toISOString() : null, ...plan },
+        plan: {
+          at: at > 0 ? new Date(at).toISOString() : null,
+          changedAt: changedAt > 0 ? new Date(changedAt).toISOString() : null,
+          ...plan,
+        },
         running: applier.running,
         recent: applier.recent.map((result) => ({
           ...result,

@@ -27,6 +27,14 @@ export interface ConfigStatus {
   at: number;
 }
 
+/** A plan, with when it was made and since when it has been the same (epoch ms, 0 before any). */
+export interface LastPlan {
+  plan: Plan;
+  at: number;
+  /** The plan is remade on every change and sync: this moves only when it differs. */
+  changedAt: number;
+}
+
 /** What the reconciler needs. */
 export interface ReconcilerOptions {
   store: Store;
@@ -43,9 +51,10 @@ export interface ReconcilerOptions {
 export class Reconciler {
   readonly #options: ReconcilerOptions;
   readonly #status = signal<ConfigStatus>({ source: "", config: undefined, error: "", at: 0 });
-  readonly #lastPlan = signal<{ plan: Plan; at: number }>({
+  readonly #lastPlan = signal<LastPlan>({
     plan: { actions: [], models: [], warnings: [] },
     at: 0,
+    changedAt: 0,
   });
   #dispose: (() => void) | undefined;
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -65,13 +74,13 @@ export class Reconciler {
     return this.#status;
   }
 
-  /** The latest plan and when it was made. */
-  get lastPlan(): { plan: Plan; at: number } {
+  /** The latest plan, when it was made, and since when it has been the same. */
+  get lastPlan(): LastPlan {
     return this.#lastPlan.peek();
   }
 
   /** {@linkcode Reconciler.lastPlan} as a signal, for whoever shows it live. */
-  get lastPlanSignal(): ReadonlySignal<{ plan: Plan; at: number }> {
+  get lastPlanSignal(): ReadonlySignal<LastPlan> {
     return this.#lastPlan;
   }
 
@@ -137,7 +146,10 @@ export class Reconciler {
       inflight: pod.runtime.inflight,
     }));
     const next = plan(config, pods, { unloadUnmanaged: this.#options.unloadUnmanaged });
-    this.#lastPlan.value = { plan: next, at: Date.now() };
+    const now = Date.now();
+    const last = this.#lastPlan.peek();
+    const same = last.at > 0 && JSON.stringify(last.plan) === JSON.stringify(next);
+    this.#lastPlan.value = { plan: next, at: now, changedAt: same ? last.changedAt : now };
     if (this.#options.isLeader()) this.#options.applier.submit(next.actions);
     return next;
   }

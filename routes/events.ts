@@ -9,6 +9,9 @@
 import { Hono } from "hono";
 import type { StatusFeed } from "./status_feed.ts";
 import type { StatusSnapshot } from "./status_snapshot.ts";
+import { logger } from "../log.ts";
+
+const log = logger("events");
 
 /** What the events endpoint needs. */
 export interface EventOptions {
@@ -19,6 +22,8 @@ export interface EventOptions {
   heartbeatMs?: number;
   /** The reconnect delay suggested to browsers, in ms (default 3 s). */
   retryMs?: number;
+  /** Events queued for a client that does not read before it is dropped (default 8). */
+  maxBacklog?: number;
 }
 
 const encoder = new TextEncoder();
@@ -27,11 +32,33 @@ const encoder = new TextEncoder();
 export function eventRoutes(options: EventOptions): Hono {
   const app = new Hono();
   app.get("/router/events", (c) => {
+    const headers = {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache",
+      // nginx buffers responses by default, which would hold events back.
+      "x-accel-buffering": "no",
+    };
+    // Hono answers HEAD with this GET route and drops the body unread: a stream
+    // made for it would hold its feed subscription forever.
+    if (c.req.method === "HEAD") return new Response(null, { headers });
     const html = c.req.query("view") === "html";
+    const maxBacklog = options.maxBacklog ?? 8;
     let close = () => {};
     const body = new ReadableStream<Uint8Array>({
       start(controller) {
+        let closed = false;
         const send = (text: string) => {
+          if (closed) return;
+          // A client that stops reading (a stalled or suspended tab) would have
+          // every event queued here for it: past a few, it is dropped instead, and
+          // gets a fresh snapshot when it reconnects.
+          if ((controller.desiredSize ?? 0) < -maxBacklog) {
+            log.info("dropped an event stream whose client stopped reading it", {
+              queued: -(controller.desiredSize ?? 0),
+            });
+            close();
+            return;
+          }
           try {
             controller.enqueue(encoder.encode(text));
           } catch {
@@ -43,7 +70,11 @@ export function eventRoutes(options: EventOptions): Hono {
           // `now` lets the page count load times on the router's clock, not the browser's.
           const now = Date.now();
           const data = html
-            ? JSON.stringify({ now, sections: options.render(snapshot) })
+            ? JSON.stringify({
+              now,
+              adminTokenRequired: snapshot.adminTokenRequired,
+              sections: options.render(snapshot),
+            })
             : `{"now":${now},${json.slice(1)}`;
           send(`event: ${html ? "html" : "status"}\ndata: ${data}\n\n`);
         }, () => close());
@@ -51,33 +82,28 @@ export function eventRoutes(options: EventOptions): Hono {
           () => send(": keep-alive\n\n"),
           options.heartbeatMs ?? 15_000,
         );
-        let closed = false;
         close = () => {
           if (closed) return;
           closed = true;
           clearInterval(heartbeat);
           unsubscribe();
-          c.req.raw.signal.removeEventListener("abort", close);
+          c.req.raw.signal.removeEventListener("abort", onAbort);
           try {
+            // Also after a drop: erroring the stream would make Deno print the error,
+            // and no more than the backlog stays queued.
             controller.close();
           } catch {
             // Already closed or errored by the client leaving.
           }
         };
-        c.req.raw.signal.addEventListener("abort", close);
+        const onAbort = () => close();
+        c.req.raw.signal.addEventListener("abort", onAbort);
       },
       cancel() {
         close();
       },
     });
-    return new Response(body, {
-      headers: {
-        "content-type": "text/event-stream; charset=utf-8",
-        "cache-control": "no-cache",
-        // nginx buffers responses by default, which would hold events back.
-        "x-accel-buffering": "no",
-      },
-    });
+    return new Response(body, { headers });
   });
   return app;
 }

@@ -92,7 +92,9 @@ function until(feed: StatusFeed, active: boolean): Promise<void> {
 }
 
 /** A store with pods `a` and `b`, a feed over it, and `/router/events` on a real socket. */
-function serveFeed(options: { heartbeatMs?: number; debounceMs?: number } = {}) {
+function serveFeed(
+  options: { heartbeatMs?: number; debounceMs?: number; maxBacklog?: number } = {},
+) {
   const store = new Store();
   for (const name of ["a", "b"]) {
     store.upsertPod({ name, node: name, url: `http://127.0.0.1:9/${name}`, ready: true });
@@ -110,7 +112,12 @@ function serveFeed(options: { heartbeatMs?: number; debounceMs?: number } = {}) 
   }, { debounceMs: options.debounceMs ?? 20, refreshMs: 60_000 });
   const app = new Hono().route(
     "/",
-    eventRoutes({ feed, render: renderSections, heartbeatMs: options.heartbeatMs }),
+    eventRoutes({
+      feed,
+      render: renderSections,
+      heartbeatMs: options.heartbeatMs,
+      maxBacklog: options.maxBacklog,
+    }),
   );
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
   return {
@@ -249,4 +256,101 @@ Deno.test("/router/events takes only GET", async () => {
   const events = await fetch(`${world.url}/router/events`, { method: "POST" });
   assert.equal(events.status, 405);
   assert.deepEqual(await events.json(), { error: "POST is not allowed on /router/events" });
+});
+
+Deno.test("HEAD /router/events answers the headers and holds no subscription", async () => {
+  await using served = serveFeed();
+  for (const query of ["", "?view=html"]) {
+    const response = await fetch(served.url + query, { method: "HEAD" });
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get("content-type"), "text/event-stream; charset=utf-8");
+    assert.equal(await response.text(), "");
+    assert.equal(served.feed.subscribers, 0);
+    assert.equal(served.feed.active.peek(), false);
+  }
+});
+
+Deno.test("a client that stops reading is dropped instead of queueing events without end", async () => {
+  await using served = serveFeed({ debounceMs: 0, maxBacklog: 4 });
+  // Big events, so the socket's buffers fill after a few dozen.
+  const name = "m".repeat(60);
+  for (let i = 0; i < 1000; i++) served.store.markLoading("a", `${name}-${i}`, i);
+  const { port } = new URL(served.url);
+  const socket = await Deno.connect({ hostname: "127.0.0.1", port: Number(port) });
+  try {
+    await socket.write(
+      new TextEncoder().encode("GET /router/events HTTP/1.1\r\nhost: x\r\n\r\n"),
+    );
+    // The first bytes mean it is subscribed; it reads nothing after them.
+    const buffer = new Uint8Array(1 << 16);
+    assert.notEqual(await within(socket.read(buffer), "the first bytes"), null);
+    assert.equal(served.feed.subscribers, 1);
+    // This test's own subscription sees each push the stalled client is sent.
+    let pushed = Promise.withResolvers<void>();
+    const unsubscribe = served.feed.subscribe(() => pushed.resolve());
+    try {
+      let pushes = 0;
+      // Each event is about 100 kB: 500 of them overflow any socket buffer many times.
+      for (; pushes < 500 && served.feed.subscribers > 1; pushes++) {
+        pushed = Promise.withResolvers<void>();
+        served.store.markLoading("a", `${name}-0`, 10_000 + pushes);
+        await within(pushed.promise, "a push");
+      }
+      assert.equal(served.feed.subscribers, 1, `still subscribed after ${pushes} pushes`);
+    } finally {
+      unsubscribe();
+    }
+    // What was queued for it still arrives, then the response's last chunk.
+    let tail = "";
+    await within(
+      (async () => {
+        while (!tail.endsWith("\r\n0\r\n\r\n")) {
+          const n = await socket.read(buffer);
+          if (n === null) throw new Error("the connection closed before the response ended");
+          tail = (tail + new TextDecoder().decode(buffer.subarray(0, n))).slice(-64);
+        }
+      })(),
+      "the end of the dropped stream",
+    );
+  } finally {
+    socket.close();
+  }
+});
+
+Deno.test("a plan remade unchanged (every poll round) changes nothing the status feed pushes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "rkllama-events-" });
+  const modelsFile = `${dir}/models.yaml`;
+  await Deno.writeTextFile(modelsFile, "models:\n  qwen:\n    replicas: 1\n");
+  try {
+    await using world = await startWorld(
+      { pods: [{ name: "a", models: ["qwen"], loaded: ["qwen"] }] },
+      { modelsFile },
+    );
+    const placement = world.router.placement!;
+    const build = routerSnapshot({
+      store: world.router.store,
+      placement: () => placement,
+      activity: new ModelActivity(),
+      adminTokenRequired: false,
+    });
+    placement.reconciler.reconcile();
+    const before = JSON.stringify(build());
+    const planned = placement.reconciler.lastPlan.at;
+    // The next plan is made on a later millisecond.
+    while (Date.now() === planned) await Promise.resolve();
+    placement.reconciler.reconcile();
+    assert.notEqual(placement.reconciler.lastPlan.at, planned);
+    assert.equal(JSON.stringify(build()), before);
+    assert.equal(placement.view().plan.changedAt, new Date(planned).toISOString());
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("/router/events?view=html says whether force unload needs the admin token", async () => {
+  await using served = serveFeed();
+  const events = sseEvents(await fetch(`${served.url}?view=html`));
+  const { adminTokenRequired } = JSON.parse((await next(events, "html")).data);
+  assert.equal(adminTokenRequired, false);
+  await events.return(undefined);
 });

@@ -28,6 +28,7 @@ function pod(
     polled: true,
     reachable: state.reachable ?? true,
     failedPolls: 0,
+    unreachable: false,
     lastPollAt: NOW,
     lastPollError: "",
     busy: "",

@@ -49,6 +49,11 @@ export class StatusFeed {
     return this.#build();
   }
 
+  /** How many listen now. */
+  get subscribers(): number {
+    return this.#listeners.size;
+  }
+
   /** True while someone listens (the effect and the refresh timer are running). */
   get active(): ReadonlySignal<boolean> {
     return this.#active;

@@ -40,8 +40,13 @@ export interface ModelView {
   /** Copies wanted, when the config says (replicas, or one per pinned node's pod). */
   wanted: number | null;
   priority: number | null;
-  /** Where it is loaded. */
-  loadedOn: { pod: string; node: string }[];
+  /**
+   * Where it is loaded; `counts` is false for a copy on a pod that is unready or
+   * unreachable, which serves nobody (the reconciler does not count it either).
+   */
+  loadedOn: { pod: string; node: string; state: string; counts: boolean }[];
+  /** Copies that count: loaded on pods that are ready and answer polls. */
+  copies: number;
   /** Where it is loading, with the epoch ms each load started. */
   loadingOn: { pod: string; since: number }[];
   /** Pods that have it on disk. */
@@ -79,8 +84,12 @@ export interface ReconcilerView {
   /** Who holds the Lease ("" when nobody does yet). */
   holder: string;
   leaderError: string | null;
-  /** Epoch ms of the last plan, or null before any. */
-  planAt: number | null;
+  /**
+   * Epoch ms since which the plan has been what it is, or null before any. The
+   * reconciler remakes it on every poll round, and a push for that alone would
+   * only redraw the page.
+   */
+  planChangedAt: number | null;
   /** Planned actions not running yet (waiting for their pod, a retry delay, or the leader). */
   pending: ActionView[];
   running: ActionView[];
@@ -121,7 +130,9 @@ const RECENT_SHOWN = 20;
  */
 export function statusSnapshot(input: SnapshotInput): StatusSnapshot {
   const { pods, placement, now } = input;
-  const podViews = pods.map((pod) => podView(pod, now));
+  // rk-2 before rk-10.
+  const podViews = pods.map((pod) => podView(pod, now))
+    .sort((a, b) => a.name.localeCompare(b.name, "en", { numeric: true }));
   const routable = podViews.filter((pod) => pod.state === "routable").length;
   return {
     status: pods.length === 0 ? "no_pods" : routable === 0 ? "degraded" : "ok",
@@ -132,7 +143,7 @@ export function statusSnapshot(input: SnapshotInput): StatusSnapshot {
       error: input.discovery.error || null,
     },
     pods: podViews,
-    models: modelViews(pods, placement, input.stats),
+    models: modelViews(pods, placement, input.stats, now),
     reconciler: placement ? reconcilerView(placement) : null,
     adminTokenRequired: input.adminTokenRequired,
   };
@@ -162,6 +173,7 @@ function modelViews(
   pods: readonly PodRecord[],
   placement: PlacementView | undefined,
   stats: (model: string) => ModelStats,
+  now: number,
 ): ModelView[] {
   const configured = new Map(placement?.config.models.map((model) => [model.name, model]));
   const planned = new Map(placement?.plan.models.map((model) => [model.name, model]));
@@ -180,13 +192,22 @@ function modelViews(
   return names.map((name) => {
     const placementOf = configured.get(name);
     const activity = stats(name);
+    const loadedOn = pods.filter((pod) => pod.loaded.has(name))
+      .sort((a, b) => a.name.localeCompare(b.name, "en", { numeric: true }))
+      .map((pod) => ({
+        pod: pod.name,
+        node: pod.node,
+        state: podState(pod, now),
+        // As reconcile/reconciler.ts counts copies for the plan.
+        counts: pod.ready && pod.reachable,
+      }));
     return {
       name,
       want: placementOf ? wantText(placementOf.replicas, placementOf.nodes) : null,
       wanted: placementOf ? wantedCount(placementOf.replicas, placementOf.nodes, pods) : null,
       priority: placementOf?.priority ?? null,
-      loadedOn: pods.filter((pod) => pod.loaded.has(name))
-        .map((pod) => ({ pod: pod.name, node: pod.node })),
+      loadedOn,
+      copies: loadedOn.filter((copy) => copy.counts).length,
       loadingOn: pods.filter((pod) => pod.loading.has(name))
         .map((pod) => ({ pod: pod.name, since: pod.loading.get(name)! })),
       onDiskOn: pods.filter((pod) => pod.onDisk.has(name) || pod.otherModels.has(name))
@@ -229,7 +250,7 @@ function reconcilerView(view: PlacementView): ReconcilerView {
     identity: view.leader.identity,
     holder: view.leader.holder,
     leaderError: view.leader.error || null,
-    planAt: view.plan.at === null ? null : Date.parse(view.plan.at),
+    planChangedAt: view.plan.changedAt === null ? null : Date.parse(view.plan.changedAt),
     pending: view.plan.actions.filter((action) => !running.has(actionKey(action)))
       .map(actionView),
     running: view.running.map(actionView),

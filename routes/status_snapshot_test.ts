@@ -47,6 +47,7 @@ const view: PlacementView = {
   leader: { identity: "r1", holder: "r1", leader: true, error: "" },
   plan: {
     at: new Date(5000).toISOString(),
+    changedAt: new Date(3000).toISOString(),
     actions: [
       { kind: "load", pod: "b", node: "node-b", model: "qwen", reason: "2 replicas", priority: 5 },
       { kind: "load", pod: "a", node: "node-a", model: "phi", reason: "pinned", priority: 0 },
@@ -130,7 +131,8 @@ Deno.test("statusSnapshot() puts configured models first, with wants, copies and
     [qwen.name, qwen.want, qwen.wanted, qwen.priority, qwen.requestsPerMinute, qwen.p95TtfbMs],
     ["qwen", "2 replicas", 2, 5, 12, 340],
   );
-  assert.deepEqual(qwen.loadedOn, [{ pod: "a", node: "node-a" }]);
+  assert.deepEqual(qwen.loadedOn, [{ pod: "a", node: "node-a", state: "routable", counts: true }]);
+  assert.equal(qwen.copies, 1);
   // Pinned to two nodes, one of them without a pod: two copies wanted all the same.
   assert.deepEqual([phi.want, phi.wanted, phi.loadingOn], [
     "nodes node-b, node-x",
@@ -154,7 +156,8 @@ Deno.test("statusSnapshot() shows the config error, and pending actions apart fr
   const reconciler = snapshot.reconciler!;
   assert.equal(reconciler.valid, false);
   assert.match(reconciler.error!, /line 3/);
-  assert.deepEqual([reconciler.leader, reconciler.planAt], [true, 5000]);
+  // When the plan last changed, not when it was last remade (every poll round).
+  assert.deepEqual([reconciler.leader, reconciler.planChangedAt], [true, 3000]);
   assert.deepEqual(reconciler.pending.map((a) => `${a.kind} ${a.model} on ${a.pod}`), [
     "load qwen on b",
   ]);
@@ -192,4 +195,32 @@ Deno.test("statusSnapshot() says degraded when no pod can take requests, no_pods
   const store = new Store(1);
   store.upsertPod({ name: "a", node: "n", url: "http://a:1", ready: false });
   assert.equal(statusSnapshot({ ...input, pods: store.podList.peek() }).status, "degraded");
+});
+
+Deno.test("statusSnapshot() does not count a copy on a dead pod, and sorts pods by number", () => {
+  const store = new Store(1);
+  for (const name of ["rk-10", "rk-2", "rk-1"]) {
+    store.upsertPod({ name, node: name, url: `http://${name}:8080`, ready: true });
+  }
+  store.applyPolls([
+    poll("rk-10", ["qwen"], ["qwen"]),
+    poll("rk-2", ["qwen"], ["qwen"]),
+    poll("rk-1", [], []),
+  ]);
+  store.applyPolls([{ pod: "rk-10", ok: false, at: 2, error: "connection refused" }]);
+  const snapshot = statusSnapshot({
+    pods: store.podList.peek(),
+    discovery: { mode: "static", source: "--backends", connected: true, error: "", at: 0 },
+    placement: undefined,
+    stats: () => ({ requestsPerMinute: 0, p95TtfbMs: null, samples: 0 }),
+    adminTokenRequired: false,
+    now: 30_000,
+  });
+  assert.deepEqual(snapshot.pods.map((pod) => pod.name), ["rk-1", "rk-2", "rk-10"]);
+  const [qwen] = snapshot.models;
+  assert.equal(qwen.copies, 1);
+  assert.deepEqual(qwen.loadedOn.map((copy) => [copy.pod, copy.state, copy.counts]), [
+    ["rk-2", "routable", true],
+    ["rk-10", "unreachable", false],
+  ]);
 });

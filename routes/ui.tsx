@@ -39,6 +39,9 @@ export function uiRoutes(options: UiOptions): Hono {
       "referrer-policy": "no-referrer",
     });
   });
+  // A trailing slash would otherwise reach a board (and 404 there). Relative, so
+  // the page also works behind a proxy that serves the router under a prefix.
+  app.get("/ui/", (c) => c.redirect("../ui", 308));
   return app;
 }
 
@@ -100,7 +103,7 @@ function Page(props: { snapshot: StatusSnapshot; now: number; options: UiOptions
             data-action="force-unload"
             data-token-required={String(options.adminTokenRequired)}
             title={options.adminTokenRequired
-              ? "POST /router/force_unload_all (asks for the admin token)"
+              ? "POST /router/force_unload_all (asks to confirm, then for the admin token)"
               : "POST /router/force_unload_all (asks to confirm)"}
           >
             Force unload all
@@ -121,6 +124,24 @@ function Page(props: { snapshot: StatusSnapshot; now: number; options: UiOptions
             <Reconciler view={snapshot.reconciler} now={now} />
           </div>
         </main>
+        <dialog id="token-dialog" aria-labelledby="token-title">
+          <p id="token-title">
+            <b>Admin token</b>
+            <br />
+            <span class="muted">The router runs with --admin-token; kept in this tab only.</span>
+          </p>
+          <input
+            type="password"
+            id="token-input"
+            autocomplete="off"
+            spellcheck={false}
+            aria-labelledby="token-title"
+          />
+          <div class="dialog-buttons">
+            <button type="button" data-token="cancel" class="quiet">Cancel</button>
+            <button type="button" data-token="ok">Unload all</button>
+          </div>
+        </dialog>
         <script>{raw(SCRIPT)}</script>
       </body>
     </html>
@@ -203,7 +224,7 @@ function PodCard({ pod, now }: { pod: PodView; now: number }) {
     <article class={`pod state-${look.tone}`} data-pod={pod.name} data-state={pod.state}>
       <div class="pod-head">
         <span class="pod-name">{pod.name}</span>
-        <span class={`badge ${look.tone}`}>{look.text}</span>
+        <span class={`badge ${look.tone} state`} title={look.text}>{look.text}</span>
       </div>
       <div class="node">
         node {pod.node || "?"} · <span class="num" data-inflight>{pod.inflight}</span> in flight
@@ -212,7 +233,7 @@ function PodCard({ pod, now }: { pod: PodView; now: number }) {
         <span class="label">loaded</span>
         {pod.loaded.length === 0 ? <span class="muted">none</span> : ""}
         {pod.loaded.map((model) => (
-          <span key={model} class="chip ok" data-loaded={model}>{model}</span>
+          <span key={model} class="chip ok" data-loaded={model} title={model}>{model}</span>
         ))}
       </div>
       {pod.loading.length > 0
@@ -220,7 +241,12 @@ function PodCard({ pod, now }: { pod: PodView; now: number }) {
           <div class="row">
             <span class="label">loading</span>
             {pod.loading.map((entry) => (
-              <span key={entry.model} class="chip busy" data-loading={entry.model}>
+              <span
+                key={entry.model}
+                class="chip busy"
+                data-loading={entry.model}
+                title={entry.model}
+              >
                 {entry.model}{" "}
                 <span data-since={String(entry.since)}>{duration(now - entry.since)}</span>
               </span>
@@ -231,7 +257,7 @@ function PodCard({ pod, now }: { pod: PodView; now: number }) {
       <div class="row">
         <span class="label">also on disk</span>
         {idle.length === 0 ? <span class="muted">nothing else</span> : ""}
-        {idle.map((model) => <span key={model} class="chip off">{model}</span>)}
+        {idle.map((model) => <span key={model} class="chip off" title={model}>{model}</span>)}
       </div>
       {pod.ejectedReason !== null ? <div class="row error">ejected: {pod.ejectedReason}</div> : ""}
       {pod.lastError !== null ? <div class="row error">last poll: {pod.lastError}</div> : ""}
@@ -239,9 +265,13 @@ function PodCard({ pod, now }: { pod: PodView; now: number }) {
   );
 }
 
-/** Green when the config is met, amber while short or loading, red when nothing serves a wanted model. */
+/**
+ * Green when the config is met (or, for a model not in the config, when a copy
+ * serves), amber while short or loading, red when nothing serves a wanted model.
+ * Only copies on pods that answer count, as the reconciler counts them.
+ */
 function modelTone(model: ModelView): string {
-  const loaded = model.loadedOn.length;
+  const loaded = model.copies;
   if (model.wanted === null) return loaded > 0 ? "ok" : "off";
   if (model.problems.length > 0) return loaded > 0 ? "warn" : "bad";
   if (loaded === model.wanted) return "ok";
@@ -268,21 +298,36 @@ function Models({ models, now }: { models: ModelView[]; now: number }) {
         <tbody>
           {models.map((model) => (
             <tr key={model.name} data-model={model.name}>
-              <td>
+              <td class="model">
                 <span class="model-name">{model.name}</span>
                 {model.priority ? <div class="muted">priority {model.priority}</div> : ""}
               </td>
               <td>{model.want ?? <span class="muted">not in config</span>}</td>
               <td class="n">
                 <span class={`badge ${modelTone(model)}`} data-count>
-                  {model.loadedOn.length}
+                  {model.copies}
                   {model.wanted === null ? "" : ` / ${model.wanted}`}
                 </span>
               </td>
               <td>
-                {model.loadedOn.map((copy) => (
-                  <span key={copy.pod} class="chip ok" title={`node ${copy.node}`}>{copy.pod}</span>
-                ))}
+                {model.loadedOn.map((copy) =>
+                  copy.counts
+                    ? (
+                      <span key={copy.pod} class="chip ok" title={`node ${copy.node}`}>
+                        {copy.pod}
+                      </span>
+                    )
+                    : (
+                      <span
+                        key={copy.pod}
+                        class="chip bad"
+                        data-dead-copy={copy.pod}
+                        title={`node ${copy.node}; the pod is ${copy.state}: this copy serves nobody and is not counted`}
+                      >
+                        {copy.pod} ({copy.state})
+                      </span>
+                    )
+                )}
                 {model.loadingOn.map((copy) => (
                   <span key={copy.pod} class="chip busy">
                     {copy.pod}{" "}
@@ -332,10 +377,13 @@ function Reconciler({ view, now }: { view: ReconcilerView | null; now: number })
             </span>
           )}
         <span>{view.identity}</span>
-        {view.planAt !== null
+        {view.planChangedAt !== null
           ? (
-            <span>
-              planned <span data-ago={String(view.planAt)}>{duration(now - view.planAt)} ago</span>
+            <span title="the reconciler plans again on every change and every --sync-interval">
+              plan changed{" "}
+              <span data-ago={String(view.planChangedAt)}>
+                {duration(now - view.planChangedAt)} ago
+              </span>
             </span>
           )
           : ""}

@@ -27,21 +27,24 @@ h3{font-size:.9rem;margin:1rem 0 .4rem}
 .summary b{color:var(--fg)}
 .spacer{flex:1}
 .badge,.chip{display:inline-block;border-radius:999px;padding:.05rem .55rem;font-size:.8rem;
-white-space:nowrap;border:1px solid transparent}
+white-space:nowrap;border:1px solid transparent;max-width:100%;overflow:hidden;text-overflow:ellipsis;vertical-align:bottom}
 .chip{border-radius:.35rem;margin:.1rem .2rem .1rem 0;font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.78rem}
 .ok{color:var(--ok);background:var(--ok-bg)}
 .busy{color:var(--busy);background:var(--busy-bg)}
 .warn{color:var(--warn);background:var(--warn-bg)}
 .bad{color:var(--bad);background:var(--bad-bg)}
 .off{color:var(--off);background:var(--off-bg)}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(17rem,1fr));gap:.8rem}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(17rem,100%),1fr));gap:.8rem}
+.grid>*{min-width:0}
 .pod{background:var(--card);border:1px solid var(--line);border-left:5px solid var(--off);
 border-radius:.5rem;padding:.6rem .8rem}
 .pod.state-ok{border-left-color:var(--ok)}.pod.state-busy{border-left-color:var(--busy)}
 .pod.state-warn{border-left-color:var(--warn)}.pod.state-bad{border-left-color:var(--bad)}
-.pod-head{display:flex;justify-content:space-between;gap:.5rem;align-items:baseline}
-.pod-name{font-weight:600;overflow-wrap:anywhere}
-.model-name{font-weight:600;white-space:nowrap}
+.pod-head{display:flex;flex-wrap:wrap;justify-content:space-between;gap:.2rem .5rem;align-items:baseline}
+.pod-name{font-weight:600;overflow-wrap:anywhere;min-width:0}
+.model-name{font-weight:600;overflow-wrap:anywhere}
+td.model{min-width:min(14rem,45vw)}
+td b{overflow-wrap:anywhere}
 .node,.muted{color:var(--muted);font-size:.82rem}
 .row{margin-top:.35rem}
 .label{color:var(--muted);font-size:.75rem;text-transform:uppercase;letter-spacing:.04em;margin-right:.3rem}
@@ -60,6 +63,12 @@ ul.actions{margin:.2rem 0;padding-left:1.1rem}
 button{font:inherit;border:1px solid var(--bad);color:var(--bad);background:transparent;border-radius:.4rem;padding:.25rem .7rem;cursor:pointer}
 button:disabled{opacity:.5;cursor:wait}
 #notice:empty{display:none}
+dialog{border:1px solid var(--line);border-radius:.5rem;background:var(--card);color:var(--fg);width:min(26rem,calc(100vw - 2rem))}
+dialog::backdrop{background:rgb(0 0 0 / .4)}
+dialog p{margin:0 0 .5rem}
+dialog input{width:100%;font:inherit;padding:.3rem .5rem;border:1px solid var(--line);border-radius:.3rem;background:var(--bg);color:var(--fg)}
+.dialog-buttons{display:flex;justify-content:flex-end;gap:.5rem;margin-top:.7rem}
+button.quiet{border-color:var(--line);color:var(--fg)}
 #notice{margin:.6rem 0 0;padding:.4rem .7rem;border-radius:.4rem}
 `;
 
@@ -76,6 +85,9 @@ export const SCRIPT = `
   const base = location.pathname.replace(/ui\\/?$/, "");
   const live = document.getElementById("live");
   const notice = document.getElementById("notice");
+  const button = document.querySelector("[data-action='force-unload']");
+  const dialog = document.getElementById("token-dialog");
+  const tokenInput = document.getElementById("token-input");
   let offset = 0;
   const duration = (ms) => {
     const s = Math.max(0, Math.floor(ms / 1000));
@@ -100,15 +112,43 @@ export const SCRIPT = `
     notice.textContent = text;
     notice.className = bad ? "bad" : "ok";
   };
+  // Sections as last applied, and those held back while the user selects text in them.
+  const shown = new Map();
+  const held = new Map();
+  const selectingIn = (el) => {
+    const selection = getSelection();
+    return selection !== null && !selection.isCollapsed && selection.rangeCount > 0 &&
+      el.contains(selection.getRangeAt(0).commonAncestorContainer);
+  };
+  const apply = (id, html) => {
+    const el = document.getElementById(id);
+    if (!el || shown.get(id) === html) return held.delete(id);
+    if (selectingIn(el)) return held.set(id, html);
+    held.delete(id);
+    // Scrolled boxes keep their place (a phone scrolls the models table sideways).
+    const places = [...el.querySelectorAll(".scroll")].map((box) => [box.scrollLeft, box.scrollTop]);
+    el.innerHTML = html;
+    shown.set(id, html);
+    el.querySelectorAll(".scroll").forEach((box, i) => {
+      if (places[i]) [box.scrollLeft, box.scrollTop] = places[i];
+    });
+  };
+  document.addEventListener("selectionchange", () => {
+    for (const [id, html] of [...held]) apply(id, html);
+  });
+  const tokenRequired = (required) => {
+    button.dataset.tokenRequired = String(required);
+    button.title = "POST /router/force_unload_all (asks to confirm" +
+      (required ? ", then for the admin token)" : ")");
+  };
   const connect = () => {
     const events = new EventSource(base + "router/events?view=html");
     events.addEventListener("html", (event) => {
-      const { now, sections } = JSON.parse(event.data);
+      const { now, sections, adminTokenRequired } = JSON.parse(event.data);
       offset = now - Date.now();
-      for (const [id, html] of Object.entries(sections)) {
-        const el = document.getElementById(id);
-        if (el) el.innerHTML = html;
-      }
+      for (const [id, html] of Object.entries(sections)) apply(id, html);
+      // The router may have restarted with (or without) --admin-token.
+      if (typeof adminTokenRequired === "boolean") tokenRequired(adminTokenRequired);
       tick();
       setLive(true, "live");
     });
@@ -121,16 +161,39 @@ export const SCRIPT = `
       }
     });
   };
-  document.addEventListener("click", async (event) => {
-    const button = event.target.closest("[data-action='force-unload']");
-    if (!button) return;
+  // A password field, not prompt(), which shows the token to anyone looking.
+  const askToken = () => new Promise((resolve) => {
+    const done = (token) => {
+      dialog.removeEventListener("click", onClick);
+      dialog.removeEventListener("keydown", onKey);
+      dialog.removeEventListener("cancel", onCancel);
+      tokenInput.value = "";
+      if (dialog.open) dialog.close();
+      resolve(token);
+    };
+    const onClick = (event) => {
+      const choice = event.target.closest("[data-token]");
+      if (choice) done(choice.dataset.token === "ok" ? tokenInput.value.trim() : "");
+    };
+    const onKey = (event) => {
+      if (event.key === "Enter") done(tokenInput.value.trim());
+    };
+    const onCancel = () => done("");
+    dialog.addEventListener("click", onClick);
+    dialog.addEventListener("keydown", onKey);
+    dialog.addEventListener("cancel", onCancel);
+    tokenInput.value = "";
+    dialog.showModal();
+    tokenInput.focus();
+  });
+  button.addEventListener("click", async () => {
     if (!confirm("Unload every model from every reachable board? Requests running on them fail.")) {
       return;
     }
     const headers = {};
     let token = "";
     if (button.dataset.tokenRequired === "true") {
-      token = sessionStorage.getItem(TOKEN_KEY) || prompt("Admin token (kept in this tab only):") || "";
+      token = sessionStorage.getItem(TOKEN_KEY) || await askToken();
       if (!token) return say("Nothing done: the router needs its admin token for this.", true);
       headers.authorization = "Bearer " + token;
     }
@@ -146,7 +209,20 @@ export const SCRIPT = `
         say("Force unload failed: " + (body.error || response.status), true);
       } else {
         if (token) sessionStorage.setItem(TOKEN_KEY, token);
-        say(body.message, body.success_count !== body.total_pods);
+        // A board without the endpoint (Flask-generation RKLlama) is not a failure.
+        const results = body.results || [];
+        const failed = results.filter((r) => !r.success && !r.unsupported);
+        const unsupported = results.filter((r) => r.unsupported).map((r) => r.pod_name);
+        say(
+          body.message +
+            (unsupported.length > 0
+              ? "; " + unsupported.join(", ") + " cannot force unload (Flask-generation RKLlama)"
+              : "") +
+            (failed.length > 0
+              ? "; failed: " + failed.map((r) => r.pod_name + " (" + (r.error || "?") + ")").join(", ")
+              : ""),
+          failed.length > 0,
+        );
       }
     } catch (error) {
       say("Force unload failed: " + error.message, true);

@@ -54,3 +54,10 @@ Deno.test("/ui escapes what pods report, and says when the admin token is needed
   assert.match(html, /&lt;img src=x onerror=alert\(1\)&gt;/);
   assert.match(html, /data-token-required="true"/);
 });
+
+Deno.test("/ui/ redirects to /ui instead of reaching a board", async () => {
+  const response = await pageApp(false, ["qwen"]).request("/ui/");
+  assert.equal(response.status, 308);
+  assert.equal(response.headers.get("location"), "../ui");
+  assert.equal(new URL("../ui", "http://router:8080/ui/").pathname, "/ui");
+});

@@ -89,6 +89,18 @@ export async function startDemo(
   }
 }
 
+/**
+ * Logs as the router would with these flags (`--log-level`, `--log-format`):
+ * the demo takes any router flag.
+ *
+ * @throws {ConfigError} for flags the router would refuse
+ */
+export async function setupDemoLogging(args: readonly string[]): Promise<void> {
+  const parsed = parseConfig(args, () => undefined);
+  if (parsed.help) throw new ConfigError("the demo takes router flags, not --help");
+  await setupLogging(parsed.config.logLevel, parsed.config.logFormat);
+}
+
 function tryLines(url: string): string {
   const chat = JSON.stringify({
     model: "qwen2.5-1.5b",
@@ -117,7 +129,7 @@ function tryLines(url: string): string {
 if (import.meta.main) {
   let demo: Demo;
   try {
-    await setupLogging("info");
+    await setupDemoLogging(Deno.args);
     demo = await startDemo(Deno.args);
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
