@@ -9,6 +9,7 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import * as client from "prom-client";
 import { podState, type Store } from "./store.ts";
+import { MODEL_REQUIRED } from "./routes/model_name.ts";
 
 /** Prefix of every metric the router itself defines. */
 const PREFIX = "rkllama_router_";
@@ -20,32 +21,18 @@ const POD_STATES = ["routable", "loading", "ejected", "unreachable", "pending", 
  * Routes that get their own `route` label; any other path is `other`, so a client
  * sending random paths cannot create series.
  */
-const KNOWN_ROUTES = new Set([
-  "/api/chat",
-  "/api/generate",
-  "/api/embed",
-  "/api/embeddings",
-  "/api/show",
-  "/api/load",
-  "/api/unload",
+const KNOWN_ROUTES: ReadonlySet<string> = new Set([
+  ...MODEL_REQUIRED,
+  // Model management and the API paths that name no model.
   "/api/pull",
   "/api/push",
   "/api/create",
   "/api/copy",
   "/api/delete",
   "/api/version",
-  "/load_model",
-  "/unload_model",
   "/unload_models",
   "/pull",
   "/rm",
-  "/v1/chat/completions",
-  "/v1/completions",
-  "/v1/embeddings",
-  "/v1/images/generations",
-  "/v1/audio/speech",
-  "/v1/audio/transcriptions",
-  "/v1/audio/translations",
 ]);
 
 /** The `route` label of a path: itself when it is a known API route, else `other`. */

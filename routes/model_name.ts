@@ -23,7 +23,7 @@ export class BadRequest extends Error {
 }
 
 /** Paths that always need a model; asking without one is the client's mistake (400). */
-const MODEL_REQUIRED = new Set([
+export const MODEL_REQUIRED: ReadonlySet<string> = new Set([
   "/api/chat",
   "/api/generate",
   "/api/embed",
