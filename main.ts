@@ -216,9 +216,16 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       draining = true;
       // Stop taking requests first; the rest (Lease release included) follows.
       // Event streams never end by themselves, so they are ended here (pages reconnect).
-      const stopping = withTimeout(server.shutdown(), timeoutMs);
+      const closing = server.shutdown();
+      const stopping = withTimeout(closing, timeoutMs);
       feed.close();
       const finished = await stopping;
+      if (!finished) {
+        // Time is up: end the streams still running with an error line their clients
+        // understand, and give those lines a moment to leave, rather than cut them.
+        const ended = proxy.endStreams("the router is shutting down (--shutdown-timeout)");
+        if (ended > 0) await withTimeout(closing, 1000);
+      }
       await placement?.stop();
       poller.stop();
       metrics.stop();

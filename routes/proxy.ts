@@ -27,9 +27,11 @@ import {
   downstreamHeaders,
   type HeaderList,
   headerOf,
+  OpenStreams,
   podErrorMessage,
   relayBody,
   setHeader,
+  StreamEnded,
   StreamIdle,
   upstreamHeaders,
 } from "./upstream.ts";
@@ -154,6 +156,8 @@ export interface ProxyRoutes {
   isInference(request: Request): boolean;
   /** Forwards a request (given its id already, see request_id.ts) to a pod. */
   handle(request: Request): Promise<Response>;
+  /** Ends every stream being relayed with `message` as its error line; returns how many. */
+  endStreams(message: string): number;
 }
 
 export function proxyRoutes(options: ProxyOptions): ProxyRoutes {
@@ -164,6 +168,7 @@ export function proxyRoutes(options: ProxyOptions): ProxyRoutes {
     app,
     isInference: (request) => request.method === "POST" && INFERENCE.has(pathOf(request.url)),
     handle: (request) => proxy.handle(request),
+    endStreams: (message) => proxy.endStreams(message),
   };
 }
 
@@ -179,12 +184,17 @@ function pathOf(url: string): string {
 
 class Proxy {
   readonly #options: ProxyOptions;
+  readonly #openStreams = new OpenStreams();
   #turn = 0;
   readonly #bodies: BodyBudget;
 
   constructor(options: ProxyOptions) {
     this.#options = options;
     this.#bodies = new BodyBudget(options.maxBodyTotalBytes);
+  }
+
+  endStreams(message: string): number {
+    return this.#openStreams.endAll(message);
   }
 
   async handle(request: Request): Promise<Response> {
@@ -512,7 +522,7 @@ class Proxy {
       (end) => {
         settle();
         logRequest(end.bytes, end.kind, end.firstByteAt);
-        if (end.kind === "failed") {
+        if (end.kind === "failed" && !(end.error instanceof StreamEnded)) {
           this.#options.metrics?.upstreamError(podName, "stream");
           log.warn("stream from pod {pod} failed after {bytes} bytes", {
             pod: podName,
@@ -523,6 +533,7 @@ class Proxy {
           });
         }
       },
+      this.#openStreams,
     );
     return new Response(relayed, {
       status: upstream.status,
@@ -583,6 +594,7 @@ class Proxy {
       (error) => `the leading replica failed mid-stream: ${describe(error)}`,
       this.#options.streamIdleTimeoutMs,
       (end) => finished(end.bytes, end.kind, end.firstByteAt),
+      this.#openStreams,
     );
     return new Response(relayed, {
       status: answer.status,

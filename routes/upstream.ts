@@ -99,6 +99,7 @@ export function relayBody(
   describeFailure: (error: unknown) => string,
   idleTimeoutMs: number,
   onEnd: (end: BodyEnd) => void,
+  open?: OpenStreams,
 ): ReadableStream<Uint8Array> {
   const reader = byteReader(body);
   let bytes = 0;
@@ -108,16 +109,23 @@ export function relayBody(
   // One shared check per stream, running only while a read waits for the pod (a
   // client that reads slowly is not the pod's silence), instead of a timer per chunk.
   let idle: Deadline | undefined;
-  let silent: StreamIdle | undefined;
+  let silent: Error | undefined;
+  // Ended from outside (the router shuts down): like a silent pod, with its reason.
+  const forget = open?.add((error) => {
+    silent = error;
+    reader.cancel(error).catch(() => {});
+  });
   const end = (result: BodyEnd) => {
     if (ended) return;
     ended = true;
     idle?.cancel();
+    forget?.();
     onEnd(result);
   };
   const fail = (controller: ReadableStreamDefaultController<Uint8Array>, error: unknown) => {
     end({ kind: "failed", bytes, firstByteAt, error });
-    const trailer = errorTrailer(contentType, describeFailure(error), lastByte);
+    const message = error instanceof StreamEnded ? error.message : describeFailure(error);
+    const trailer = errorTrailer(contentType, message, lastByte);
     if (trailer) {
       controller.enqueue(trailer);
       controller.close();
@@ -167,6 +175,32 @@ export function relayBody(
       return reader.cancel(reason);
     },
   }, { highWaterMark: 0 });
+}
+
+/** A relay ended by the router itself (at shutdown): its message is the client's. */
+export class StreamEnded extends Error {
+  override name = "StreamEnded";
+}
+
+/**
+ * The relays running, so that a shutdown whose time is up can end each with an
+ * error line its client understands, rather than a cut connection.
+ */
+export class OpenStreams {
+  readonly #stops = new Set<(error: Error) => void>();
+
+  /** Registers a relay's stop; returns the function that forgets it. */
+  add(stop: (error: Error) => void): () => void {
+    this.#stops.add(stop);
+    return () => this.#stops.delete(stop);
+  }
+
+  /** Ends every relay with `message` as its last (error) line; returns how many. */
+  endAll(message: string): number {
+    const stops = [...this.#stops];
+    for (const stop of stops) stop(new StreamEnded(message));
+    return stops.length;
+  }
 }
 
 /** Bytes one read from a pod may bring (Deno's own reads take 64 KiB too). */
