@@ -143,6 +143,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       if (store.modelNames.peek().has(model)) activity.record(model, ttfbMs, Date.now());
     },
     metrics,
+    adminToken: config.adminToken,
   });
   app.route("/", proxy.app);
   const unexpected = (path: string, error: Error) => {

@@ -75,6 +75,17 @@ Deno.test("with --admin-token, operator writes and model management need the bea
   });
   assert.equal(load.status, 200);
   await load.body?.cancel();
+  // The token opened the door at the router; the board never sees it.
+  const sent = pod.events.find((e) => e.type === "request" && e.path === "/api/load");
+  assert.equal(sent?.headers?.authorization, undefined);
+  const chatWithKey = await postJson(`${world.url}/api/chat`, {
+    model: "qwen",
+    messages: [{ role: "user", content: "hi" }],
+    stream: false,
+  }, { headers: { authorization: "Bearer sk-client-key", "content-type": "application/json" } });
+  await chatWithKey.body?.cancel();
+  const chatSent = pod.events.findLast((e) => e.type === "request" && e.path === "/api/chat");
+  assert.equal(chatSent?.headers?.authorization, "Bearer sk-client-key");
   // Reading and inference stay open.
   const status = await fetch(`${world.url}/router/status`);
   assert.equal(status.status, 200);

@@ -36,6 +36,7 @@ import {
   upstreamHeaders,
 } from "./upstream.ts";
 import { modelLabel, routeLabel, type RouterMetrics } from "../metrics.ts";
+import { isAdmin } from "./admin_auth.ts";
 import { type Deadline, deadlines } from "./deadlines.ts";
 
 const log = logger("proxy");
@@ -69,6 +70,8 @@ export interface ProxyOptions {
   metrics?: RouterMetrics;
   /** Told of every answer from a pod for a named model, with its time to first byte. */
   onAnswered?: (model: string, ttfbMs: number) => void;
+  /** `--admin-token`: never passed on to a pod (another replica needs it, and gets it). */
+  adminToken?: string;
 }
 
 /** What one request became, filled in as it goes, for its log line and metrics. */
@@ -348,6 +351,11 @@ class Proxy {
   ): Promise<Response> {
     const { model } = outcome;
     const headers = upstreamHeaders(request.headers);
+    const { adminToken } = this.#options;
+    if (adminToken && isAdmin(headerOf(headers, "authorization") ?? null, adminToken)) {
+      // The token is the router's: boards need none, and none of them should learn it.
+      setHeader(headers, "authorization", undefined);
+    }
     const requestId = requestIdOf(request);
     if (requestId) setHeader(headers, "x-request-id", requestId);
     let path = url.pathname;
