@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { postJson, startKubeWorld, startWorld, storeReaches } from "./sim/fixture.ts";
+import { chatStatus, postJson, startKubeWorld, startWorld, storeReaches } from "./sim/fixture.ts";
 import { modelLabel, routeLabel } from "./metrics.ts";
 
 const CHAT = { messages: [{ role: "user", content: "hi" }] };
@@ -102,13 +102,7 @@ Deno.test("a pod that refuses connections counts an upstream error, an ejection 
   await dead.kill();
   // Turns alternate between pods; two requests are sure to try the dead one once.
   for (let i = 0; i < 2; i++) {
-    const response = await postJson(`${world.url}/api/chat`, {
-      model: "qwen",
-      stream: false,
-      ...CHAT,
-    });
-    assert.equal(response.status, 200);
-    await response.body?.cancel();
+    assert.equal(await chatStatus(world.url), 200);
   }
   const all = await scrape(world.url);
   assert.equal(

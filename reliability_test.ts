@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { postJson, startKubeWorld, startWorld, storeReaches } from "./sim/fixture.ts";
+import { chatStatus, postJson, startKubeWorld, startWorld, storeReaches } from "./sim/fixture.ts";
 import { type SimPod, type SimPodOptions, startSimPod } from "./sim/pod.ts";
 import { isRoutable } from "./store.ts";
 import { canConnect } from "./routes/upstream.ts";
@@ -427,13 +427,7 @@ Deno.test({
         loaded: new Map([["qwen", entry]]),
         otherModels: new Set(),
       }]);
-      const response = await postJson(`${world.url}/api/chat`, {
-        model: "qwen",
-        stream: false,
-        ...CHAT,
-      });
-      assert.equal(response.status, 200);
-      await response.body?.cancel();
+      assert.equal(await chatStatus(world.url), 200);
       const pods = (await (await fetch(`${world.url}/router/pods`)).json()).pods;
       const dark = pods.find((pod: { name: string }) => pod.name === "dark");
       assert.equal(dark.state, "ejected");

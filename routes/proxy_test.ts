@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { postJson, startWorld } from "../sim/fixture.ts";
+import { chatStatus, postJson, startWorld } from "../sim/fixture.ts";
 import type { SimPod } from "../sim/pod.ts";
 import { parseConfig } from "../config.ts";
 import { startRouter } from "../main.ts";
@@ -46,13 +46,7 @@ Deno.test("a busy replica is avoided while an idle one has the model", async () 
   const idle = busy === a ? b : a;
   idle.resume();
   for (let i = 0; i < 3; i++) {
-    const response = await postJson(`${world.url}/api/chat`, {
-      model: "qwen",
-      stream: false,
-      ...CHAT,
-    });
-    assert.equal(response.status, 200);
-    await response.body?.cancel();
+    assert.equal(await chatStatus(world.url), 200);
   }
   assert.equal(requestsTo(busy, "/api/chat").length, 1);
   assert.equal(requestsTo(idle, "/api/chat").length, 3);
@@ -96,13 +90,7 @@ Deno.test("requests still succeed when a pod is killed: the router ejects it and
   const [dead, alive] = world.cluster.pods;
   await dead.kill();
   for (let i = 0; i < 4; i++) {
-    const response = await postJson(`${world.url}/api/chat`, {
-      model: "qwen",
-      stream: false,
-      ...CHAT,
-    });
-    assert.equal(response.status, 200);
-    await response.body?.cancel();
+    assert.equal(await chatStatus(world.url), 200);
   }
   assert.equal(requestsTo(alive, "/api/chat").length, 4);
   const pods = (await (await fetch(`${world.url}/router/pods`)).json()).pods;

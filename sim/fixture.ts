@@ -52,6 +52,17 @@ export async function startWorld(
 }
 
 /** POSTs JSON to the router. */
+/** Sends one non-streaming chat for `model`; returns its status, the answer read and dropped. */
+export async function chatStatus(url: string, model = "qwen"): Promise<number> {
+  const response = await postJson(`${url}/api/chat`, {
+    model,
+    stream: false,
+    messages: [{ role: "user", content: "hi" }],
+  });
+  await response.body?.cancel();
+  return response.status;
+}
+
 export function postJson(
   url: string,
   body: unknown,
