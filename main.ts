@@ -217,7 +217,8 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       draining = true;
       // Stop taking requests first; the rest (Lease release included) follows.
       // Event streams never end by themselves, so they are ended here (pages reconnect).
-      const closing = server.shutdown();
+      // Answers whose clients left are still read from their pods: wait for them too.
+      const closing = server.shutdown().then(() => proxy.streamsEnded());
       const stopping = withTimeout(closing, timeoutMs);
       feed.close();
       const finished = await stopping;

@@ -99,6 +99,8 @@ export class RouterMetrics {
   readonly #retries: Counter<"reason">;
   readonly #upstreamErrors: Counter<"pod" | "reason">;
   readonly #ejections: Counter<"pod">;
+  readonly #abandoned: Counter<"pod" | "model">;
+  readonly #abandonedSeconds: Counter<"pod" | "model">;
   readonly #reconcileActions: Counter<"action" | "result">;
   readonly #watchRestarts: Counter<"resource" | "reason">;
   readonly #loopLag = new LoopLag();
@@ -156,6 +158,19 @@ export class RouterMetrics {
       help:
         "Failures talking to pods: connect (no answer), timeout (no first byte in time), stream (cut mid-body), http_5xx (an error status)",
       labelNames: ["pod", "reason"],
+      registers,
+    });
+    this.#abandoned = new Counter({
+      name: PREFIX + "abandoned_generations_total",
+      help:
+        "Answers whose client left before their end, which the router read from the pod to the end and discarded (RKLlama does not stop a generation whose client is gone)",
+      labelNames: ["pod", "model"],
+      registers,
+    });
+    this.#abandonedSeconds = new Counter({
+      name: PREFIX + "abandoned_pod_seconds_total",
+      help: "Seconds pods spent on answers after their client left, until the answer ended",
+      labelNames: ["pod", "model"],
       registers,
     });
     this.#ejections = new Counter({
@@ -283,6 +298,15 @@ export class RouterMetrics {
 
   retried(reason: string): void {
     this.#retries.inc({ reason });
+  }
+
+  /**
+   * An answer read to its end after its client left (see relayBody), and the
+   * seconds the pod spent on it from then: pod time nobody saw.
+   */
+  abandoned(pod: string, model: string, seconds: number): void {
+    this.#abandoned.inc({ pod, model });
+    this.#abandonedSeconds.inc({ pod, model }, seconds);
   }
 
   upstreamError(pod: string, reason: "connect" | "timeout" | "stream" | "http_5xx"): void {

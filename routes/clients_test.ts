@@ -203,9 +203,9 @@ Deno.test("a pod dying mid-stream makes the ollama client's stream throw the rou
   assert.match(error.message, /^pod rk-0 failed mid-stream/);
 });
 
-Deno.test("aborting an ollama client stream stops the generation on the pod", async () => {
+Deno.test("aborting an ollama client stream leaves the pod to finish its generation undisturbed", async () => {
   await using world = await startWorld({
-    pods: [{ models: ["qwen"], loaded: ["qwen"], tokenDelayMs: 20, tokens: Array(500).fill("x") }],
+    pods: [{ models: ["qwen"], loaded: ["qwen"], tokenDelayMs: 2, tokens: Array(100).fill("x") }],
   });
   const [pod] = world.cluster.pods;
   const stream = await ollamaFor(world).chat({ model: "qwen", messages: HI, stream: true });
@@ -217,9 +217,8 @@ Deno.test("aborting an ollama client stream stops the generation on the pod", as
   }) as Error;
   assert.equal(error.name, "AbortError");
   assert.equal(received, 2);
-  const aborted = await pod.waitFor((e) => e.type === "aborted");
-  assert.equal(aborted.type, "aborted");
-  assert.equal(pod.events.some((e) => e.type === "generation-end"), false);
+  await pod.waitFor((e) => e.type === "generation-end");
+  assert.deepEqual(pod.events.filter((e) => e.type === "aborted"), []);
 });
 
 Deno.test("a cold model on two pods serves concurrent ollama generate calls, loading once", async () => {
@@ -399,9 +398,9 @@ Deno.test("a pod that breaks an OpenAI stream makes the openai client raise, not
   assert.match(error.message, /^pod rk-0 failed mid-stream/);
 });
 
-Deno.test("breaking out of an openai client stream stops the generation on the pod", async () => {
+Deno.test("breaking out of an openai client stream leaves the pod to finish its generation undisturbed", async () => {
   await using world = await startWorld({
-    pods: [{ models: ["qwen"], loaded: ["qwen"], tokenDelayMs: 20, tokens: Array(500).fill("x") }],
+    pods: [{ models: ["qwen"], loaded: ["qwen"], tokenDelayMs: 2, tokens: Array(100).fill("x") }],
   });
   const [pod] = world.cluster.pods;
   const stream = await openAIFor(world).chat.completions.create({
@@ -415,7 +414,6 @@ Deno.test("breaking out of an openai client stream stops the generation on the p
     if (text.length === 3) break;
   }
   assert.equal(text, "xxx");
-  const aborted = await pod.waitFor((e) => e.type === "aborted");
-  assert.equal(aborted.type, "aborted");
-  assert.equal(pod.events.some((e) => e.type === "generation-end"), false);
+  await pod.waitFor((e) => e.type === "generation-end");
+  assert.deepEqual(pod.events.filter((e) => e.type === "aborted"), []);
 });

@@ -23,7 +23,9 @@ import {
   unloads,
 } from "./model_name.ts";
 import {
+  type BodyEnd,
   canConnect,
+  discardBody,
   downstreamHeaders,
   type HeaderList,
   headerOf,
@@ -161,6 +163,8 @@ export interface ProxyRoutes {
   handle(request: Request): Promise<Response>;
   /** Ends every stream being relayed with `message` as its error line; returns how many. */
   endStreams(message: string): number;
+  /** Resolves when no stream is being relayed, nor read for a client that left. */
+  streamsEnded(): Promise<void>;
 }
 
 export function proxyRoutes(options: ProxyOptions): ProxyRoutes {
@@ -172,6 +176,7 @@ export function proxyRoutes(options: ProxyOptions): ProxyRoutes {
     isInference: (request) => request.method === "POST" && INFERENCE.has(pathOf(request.url)),
     handle: (request) => proxy.handle(request),
     endStreams: (message) => proxy.endStreams(message),
+    streamsEnded: () => proxy.streamsEnded(),
   };
 }
 
@@ -198,6 +203,10 @@ class Proxy {
 
   endStreams(message: string): number {
     return this.#openStreams.endAll(message);
+  }
+
+  streamsEnded(): Promise<void> {
+    return this.#openStreams.none();
   }
 
   async handle(request: Request): Promise<Response> {
@@ -309,13 +318,11 @@ class Proxy {
           return errorResponse(path, 504, error.message);
         }
         if (!(error instanceof ConnectFailure)) throw error;
-        if (request.signal.aborted) {
-          outcome.end = "cancelled";
-          return errorResponse(path, 499, "the client went away");
-        }
         outcome.end = "failed";
         this.#options.metrics?.upstreamError(pod.name, "connect");
         this.#options.store.ejectWithBackoff(pod.name, this.#options.ejectMs, error.message);
+        // Nobody is left to answer: no other pod is tried.
+        if (request.signal.aborted) return errorResponse(path, 499, "the client went away");
         exclude.add(pod.name);
         if (attempt >= MAX_ATTEMPTS) {
           return errorResponse(path, 502, `no pod could take the request: ${error.message}`);
@@ -381,15 +388,14 @@ class Proxy {
           ),
         ),
     );
-    // A client that leaves cancels the pod's work (the signal covers the body too).
-    // Except a cold request, before its answer: the pod goes on loading regardless,
-    // and the followers must stay held until it is done; it follows its client later.
+    // A client that leaves does not cancel the pod's work: RKLlama goes on with a
+    // generation whose client is gone and hurts the next one (see relayBody). The
+    // answer is read to its end and thrown away; only when the client left is noted.
     // (A listener, not AbortSignal.any: that was 2% of the CPU under load.)
-    const followClient = () => abort.abort(request.signal.reason);
-    if (!endLoad) {
-      if (request.signal.aborted) followClient();
-      else request.signal.addEventListener("abort", followClient, { once: true });
-    }
+    let leftAt: number | undefined;
+    const noteLeaving = () => leftAt ??= performance.now();
+    if (request.signal.aborted) noteLeaving();
+    else request.signal.addEventListener("abort", noteLeaving, { once: true });
     // fetch() has no connect timeout, and a powered-off board leaves the SYN
     // unanswered for minutes: if no answer came within the connect timeout, a fresh
     // connection tells a dead pod from a slow one.
@@ -415,7 +421,7 @@ class Proxy {
       if (settled) return;
       settled = true;
       if (runtime) runtime.inflight--;
-      request.signal.removeEventListener("abort", followClient);
+      request.signal.removeEventListener("abort", noteLeaving);
     };
     const started = performance.now();
     let upstream: Response;
@@ -431,7 +437,6 @@ class Proxy {
       settle();
       if (abort.signal.reason instanceof FirstByteTimeout) throw abort.signal.reason;
       if (abort.signal.reason instanceof ConnectFailure) throw abort.signal.reason;
-      if (request.signal.aborted) throw new ConnectFailure("the client went away");
       throw new ConnectFailure(`pod ${podName} did not answer: ${describe(error)}`);
     } finally {
       firstByte.cancel();
@@ -439,15 +444,7 @@ class Proxy {
     }
     if (upstream.status < 500) this.#options.store.answered(podName);
     endLoad?.(upstream.ok);
-    if (endLoad) {
-      this.#options.repoll(podName);
-      if (request.signal.aborted) {
-        settle();
-        await upstream.body?.cancel();
-        return errorResponse(url.pathname, 499, "the client went away");
-      }
-      request.signal.addEventListener("abort", followClient, { once: true });
-    }
+    if (endLoad) this.#options.repoll(podName);
     const unloaded = unloads(url.pathname);
     if (upstream.ok && unloaded !== "none") {
       this.#options.store.markUnloaded(podName, unloaded === "all" ? undefined : model);
@@ -467,6 +464,35 @@ class Proxy {
         bytes,
         ttfbMs: firstByteAt - started,
       });
+    const relayEnded = (end: BodyEnd) => {
+      settle();
+      if (end.kind === "abandoned") {
+        this.#abandoned(podName, model, end.leftAt);
+        logRequest(end.bytes, "abandoned", end.firstByteAt);
+      } else {
+        logRequest(end.bytes, end.kind, end.firstByteAt);
+      }
+      const error = end.kind === "failed" || end.kind === "abandoned" ? end.error : undefined;
+      if (error !== undefined && !(error instanceof StreamEnded)) {
+        this.#options.metrics?.upstreamError(podName, "stream");
+        log.warn("stream from pod {pod} failed after {bytes} bytes", {
+          pod: podName,
+          model,
+          path: url.pathname,
+          bytes: end.bytes,
+          error: describe(error),
+        });
+      }
+    };
+    if (leftAt !== undefined && upstream.body) {
+      // Gone before the answer began: read it all the same, for the pod's sake.
+      discardBody(upstream.body, {
+        idleTimeoutMs: this.#options.streamIdleTimeoutMs,
+        open: this.#openStreams,
+        onEnd: relayEnded,
+      }, leftAt);
+      return errorResponse(url.pathname, 499, "the client went away");
+    }
     if (upstream.status >= 400 && isApiPath(url.pathname)) {
       const text = await readLimited(upstream.body, MAX_ERROR_BODY);
       settle();
@@ -497,8 +523,6 @@ class Proxy {
         whole = await upstream.bytes();
       } catch (error) {
         settle();
-        logRequest(0, "failed");
-        if (request.signal.aborted) return errorResponse(url.pathname, 499, "the client went away");
         this.#options.metrics?.upstreamError(podName, "stream");
         log.warn("answer from pod {pod} failed before its end", {
           pod: podName,
@@ -506,6 +530,12 @@ class Proxy {
           path: url.pathname,
           error: describe(error),
         });
+        if (leftAt !== undefined) {
+          this.#abandoned(podName, model, leftAt);
+          logRequest(0, "abandoned");
+          return errorResponse(url.pathname, 499, "the client went away");
+        }
+        logRequest(0, "failed");
         return errorResponse(
           url.pathname,
           502,
@@ -515,6 +545,11 @@ class Proxy {
         stalled.cancel();
       }
       settle();
+      if (leftAt !== undefined) {
+        this.#abandoned(podName, model, leftAt);
+        logRequest(whole.byteLength, "abandoned");
+        return errorResponse(url.pathname, 499, "the client went away");
+      }
       logRequest(whole.byteLength, "done");
       return new Response(whole, {
         status: upstream.status,
@@ -522,32 +557,28 @@ class Proxy {
         headers: responseHeaders,
       });
     }
-    const relayed = relayBody(
-      upstream.body,
-      upstream.headers.get("content-type") ?? "",
-      (error) => `pod ${podName} failed mid-stream: ${describe(error)}`,
-      this.#options.streamIdleTimeoutMs,
-      (end) => {
-        settle();
-        logRequest(end.bytes, end.kind, end.firstByteAt);
-        if (end.kind === "failed" && !(end.error instanceof StreamEnded)) {
-          this.#options.metrics?.upstreamError(podName, "stream");
-          log.warn("stream from pod {pod} failed after {bytes} bytes", {
-            pod: podName,
-            model,
-            path: url.pathname,
-            bytes: end.bytes,
-            error: describe(end.error),
-          });
-        }
-      },
-      this.#openStreams,
-    );
+    const relayed = relayBody(upstream.body, {
+      contentType: upstream.headers.get("content-type") ?? "",
+      describeFailure: (error) => `pod ${podName} failed mid-stream: ${describe(error)}`,
+      idleTimeoutMs: this.#options.streamIdleTimeoutMs,
+      onEnd: relayEnded,
+      open: this.#openStreams,
+      whenClientLeaves: "drain",
+    });
     return new Response(relayed, {
       status: upstream.status,
       statusText: upstream.statusText,
       headers: responseHeaders,
     });
+  }
+
+  /** Counts an answer read to its end after its client left, and the pod time it cost. */
+  #abandoned(pod: string, model: string | undefined, leftAt: number): void {
+    this.#options.metrics?.abandoned(
+      pod,
+      modelLabel(model, model !== undefined),
+      (performance.now() - leftAt) / 1000,
+    );
   }
 
   /** Hands a cold request to the leading replica; undefined if it cannot be reached. */
@@ -596,14 +627,15 @@ class Proxy {
         headers: downstreamHeaders(answer.headers),
       });
     }
-    const relayed = relayBody(
-      answer.body,
-      answer.headers.get("content-type") ?? "",
-      (error) => `the leading replica failed mid-stream: ${describe(error)}`,
-      this.#options.streamIdleTimeoutMs,
-      (end) => finished(end.bytes, end.kind, end.firstByteAt),
-      this.#openStreams,
-    );
+    // The leader reads a pod's answer to its end if this replica's client leaves.
+    const relayed = relayBody(answer.body, {
+      contentType: answer.headers.get("content-type") ?? "",
+      describeFailure: (error) => `the leading replica failed mid-stream: ${describe(error)}`,
+      idleTimeoutMs: this.#options.streamIdleTimeoutMs,
+      onEnd: (end) => finished(end.bytes, end.kind, end.firstByteAt),
+      open: this.#openStreams,
+      whenClientLeaves: "cancel",
+    });
     return new Response(relayed, {
       status: answer.status,
       statusText: answer.statusText,

@@ -97,23 +97,82 @@ Deno.test("requests still succeed when a pod is killed: the router ejects it and
   assert.equal(pods.find((p: { name: string }) => p.name === dead.name).state, "ejected");
 });
 
-Deno.test("a client that disconnects mid-stream cancels the generation on the pod", async () => {
+/** The text of a non-streaming chat answer through the router. */
+async function chatText(url: string): Promise<string> {
+  const response = await postJson(`${url}/api/chat`, { model: "qwen", stream: false, ...CHAT });
+  assert.equal(response.status, 200);
+  return (await response.json()).message.content;
+}
+
+/** The router's /router/pods `inflight` of its only pod. */
+async function inflight(url: string): Promise<number> {
+  return (await (await fetch(`${url}/router/pods`)).json()).pods[0].inflight;
+}
+
+for (const flavor of ["fa", "fl"] as const) {
+  Deno.test(`a client that leaves mid-stream does not cut the generation: the pod finishes it, counted busy, and the next answer is whole and its own (${flavor})`, async () => {
+    await using world = await startWorld({
+      pods: [{
+        flavor,
+        models: ["qwen"],
+        loaded: ["qwen"],
+        tokenDelayMs: 10,
+        tokens: Array.from({ length: 40 }, (_, i) => `${i} `),
+        // Under a router that cut the stream, the next request would wait this long.
+        workerReapMs: 1000,
+      }],
+    });
+    const [pod] = world.cluster.pods;
+    const client = new AbortController();
+    const response = await postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT }, {
+      signal: client.signal,
+    });
+    const reader = response.body!.getReader();
+    await reader.read();
+    client.abort();
+    await reader.read().catch(() => {});
+    // The pod's request is in flight until its answer ends, and only then.
+    assert.equal(await inflight(world.url), 1);
+    await pod.waitFor((e) => e.type === "generation-end");
+    const whole = Array.from({ length: 40 }, (_, i) => `${i} `).join("");
+    assert.equal(await chatText(world.url), whole);
+    assert.equal(await inflight(world.url), 0);
+    // What RKLlama does to a client that leaves never happened.
+    assert.deepEqual(
+      pod.events.filter((e) => ["aborted", "leaked", "worker-died"].includes(e.type)),
+      [],
+    );
+    const metrics = await (await fetch(`${world.url}/metrics`)).text();
+    assert.match(
+      metrics,
+      /rkllama_router_abandoned_generations_total\{pod="rk-0",model="qwen"\} 1/,
+    );
+    assert.match(
+      metrics,
+      /rkllama_router_abandoned_pod_seconds_total\{pod="rk-0",model="qwen"\} 0\.\d+/,
+    );
+    assert.doesNotMatch(metrics, /rkllama_router_upstream_errors_total\{/);
+    assert.doesNotMatch(metrics, /rkllama_router_pod_ejections_total\{pod="rk-0"\} [1-9]/);
+  });
+}
+
+Deno.test("a client that leaves before its answer begins: the pod's answer is still read to its end", async () => {
   await using world = await startWorld({
-    pods: [{ models: ["qwen"], loaded: ["qwen"], tokenDelayMs: 20, tokens: Array(500).fill("x") }],
+    pods: [{ models: ["qwen"], loaded: ["qwen"], tokenDelayMs: 5, tokens: Array(40).fill("x") }],
   });
   const [pod] = world.cluster.pods;
   const client = new AbortController();
-  const response = await postJson(`${world.url}/api/chat`, { model: "qwen", ...CHAT }, {
+  const sent = postJson(`${world.url}/api/chat`, { model: "qwen", stream: false, ...CHAT }, {
     signal: client.signal,
-  });
-  const reader = response.body!.getReader();
-  await reader.read();
+  }).catch((error) => error);
+  await pod.waitFor((e) => e.type === "generation-start");
   client.abort();
-  await reader.read().catch(() => {});
-  const aborted = await pod.waitFor((e) => e.type === "aborted");
-  assert.equal(aborted.type, "aborted");
-  const pods = (await (await fetch(`${world.url}/router/pods`)).json()).pods;
-  assert.equal(pods[0].inflight, 0);
+  assert.equal((await sent).name, "AbortError");
+  await pod.waitFor((e) => e.type === "generation-end");
+  assert.equal(await chatText(world.url), "x".repeat(40));
+  assert.deepEqual(pod.events.filter((e) => e.type === "aborted"), []);
+  const metrics = await (await fetch(`${world.url}/metrics`)).text();
+  assert.match(metrics, /rkllama_router_abandoned_generations_total\{pod="rk-0",model="qwen"\} 1/);
 });
 
 Deno.test("malformed JSON, a model of the wrong type and a missing model are 400s with JSON errors", async () => {

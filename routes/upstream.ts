@@ -75,15 +75,41 @@ function copyWithout(from: Headers, dropped: ReadonlySet<string>): HeaderList {
 
 /**
  * How a relayed body ended; `firstByteAt` is the `performance.now()` of its first
- * byte (the first token of a stream), undefined when no byte came.
+ * byte (the first token of a stream), undefined when no byte came. `abandoned`: the
+ * client left and the rest of the answer was read from the pod and thrown away
+ * (`leftAt` is when the client left; `error` is set when the pod failed meanwhile).
  */
 export type BodyEnd =
   & { bytes: number; firstByteAt: number | undefined }
-  & ({ kind: "done" } | { kind: "cancelled" } | { kind: "failed"; error: unknown });
+  & (
+    | { kind: "done" }
+    | { kind: "cancelled" }
+    | { kind: "failed"; error: unknown }
+    | { kind: "abandoned"; leftAt: number; error?: unknown }
+  );
 
 /** The pod sent nothing for longer than `--stream-idle-timeout`. */
 export class StreamIdle extends Error {
   override name = "StreamIdle";
+}
+
+/** How {@linkcode relayBody} relays one body. */
+export interface RelayOptions {
+  /** The body's content type: NDJSON and SSE streams get an error line on failure. */
+  contentType: string;
+  /** The error line's message for a failure of the sender. */
+  describeFailure: (error: unknown) => string;
+  /** Longest silence of the sender while a read waits (`--stream-idle-timeout`). */
+  idleTimeoutMs: number;
+  /** Called exactly once, when the body has ended whichever way. */
+  onEnd: (end: BodyEnd) => void;
+  /** Where the relay registers, so a shutdown can end it. */
+  open?: OpenStreams;
+  /**
+   * What a client that leaves does to the sender: `drain` (a pod) reads the rest
+   * and throws it away, `cancel` (another replica, which drains itself) cuts it.
+   */
+  whenClientLeaves: "drain" | "cancel";
 }
 
 /**
@@ -92,24 +118,30 @@ export class StreamIdle extends Error {
  * mid-stream, or sends nothing for `idleTimeoutMs`, an NDJSON or SSE stream gets a
  * last error line the Ollama and OpenAI clients understand, instead of a silently
  * cut connection. A stream that keeps sending is never cut.
+ *
+ * A client that leaves does not cut a pod's answer (`whenClientLeaves: "drain"`):
+ * RKLlama does not stop a generation whose client is gone. FastAPI boards go on
+ * generating and hand the rest to the next client's answer, or keep the inference
+ * lock; Flask boards lose the model's worker. So the rest is read to its end, under
+ * the same idle timeout, and the pod counts as busy until then.
  */
 export function relayBody(
   body: ReadableStream<Uint8Array>,
-  contentType: string,
-  describeFailure: (error: unknown) => string,
-  idleTimeoutMs: number,
-  onEnd: (end: BodyEnd) => void,
-  open?: OpenStreams,
+  options: RelayOptions,
 ): ReadableStream<Uint8Array> {
+  const { contentType, describeFailure, idleTimeoutMs, onEnd, open } = options;
   const reader = byteReader(body);
   let bytes = 0;
   let firstByteAt: number | undefined;
   let lastByte = 0x0a;
   let ended = false;
+  let leftAt: number | undefined;
   // One shared check per stream, running only while a read waits for the pod (a
   // client that reads slowly is not the pod's silence), instead of a timer per chunk.
   let idle: Deadline | undefined;
   let silent: Error | undefined;
+  // The pull whose read is still waiting when the client leaves: the drain reads on after it.
+  let pulling: Promise<void> | undefined;
   // Ended from outside (the router shuts down): like a silent pod, with its reason.
   const forget = open?.add((error) => {
     silent = error;
@@ -122,6 +154,49 @@ export function relayBody(
     forget?.();
     onEnd(result);
   };
+  /** The pod's next chunk, or the error that ended it (the idle timeout's, if it fired). */
+  const next = async (): Promise<ReadableStreamReadResult<Uint8Array> | { error: unknown }> => {
+    if (idle) {
+      idle.restart();
+    } else {
+      idle = deadlines.start(idleTimeoutMs, () => {
+        // The pod hangs: let go of it (this ends its connection and the pending
+        // read) before telling the client.
+        silent = new StreamIdle(`it sent nothing for ${idleTimeoutMs} ms (--stream-idle-timeout)`);
+        reader.cancel(silent).catch(() => {});
+      });
+    }
+    try {
+      const chunk = await reader.read();
+      if (chunk.done && silent) return { error: silent };
+      if (!chunk.done) {
+        if (bytes === 0 && chunk.value.byteLength > 0) firstByteAt = performance.now();
+        bytes += chunk.value.byteLength;
+        if (chunk.value.byteLength > 0) lastByte = chunk.value[chunk.value.byteLength - 1];
+      }
+      return chunk;
+    } catch (error) {
+      return { error: silent ?? error };
+    } finally {
+      idle.pause();
+    }
+  };
+  /** After the client left: true once the pod's answer has ended (and `end` was called). */
+  const endedWhileAbandoned = (read: ReadableStreamReadResult<Uint8Array> | { error: unknown }) => {
+    if ("error" in read) {
+      end({ kind: "abandoned", bytes, firstByteAt, leftAt: leftAt!, error: read.error });
+      return true;
+    }
+    if (read.done) {
+      end({ kind: "abandoned", bytes, firstByteAt, leftAt: leftAt!, error: silent });
+      return true;
+    }
+    return false;
+  };
+  const drain = async () => {
+    await pulling;
+    while (!ended && !endedWhileAbandoned(await next()));
+  };
   const fail = (controller: ReadableStreamDefaultController<Uint8Array>, error: unknown) => {
     end({ kind: "failed", bytes, firstByteAt, error });
     const message = error instanceof StreamEnded ? error.message : describeFailure(error);
@@ -133,48 +208,58 @@ export function relayBody(
       controller.error(error);
     }
   };
+  const pull = async (controller: ReadableStreamDefaultController<Uint8Array>) => {
+    const read = await next();
+    if (leftAt !== undefined) {
+      // The client left while this read waited; the drain goes on from here.
+      endedWhileAbandoned(read);
+      return;
+    }
+    if ("error" in read) return fail(controller, read.error);
+    if (read.done) {
+      end({ kind: "done", bytes, firstByteAt });
+      controller.close();
+      return;
+    }
+    controller.enqueue(read.value);
+  };
   return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      if (idle) {
-        idle.restart();
-      } else {
-        idle = deadlines.start(idleTimeoutMs, () => {
-          // The pod hangs: let go of it (this ends its connection and the pending
-          // read) before telling the client.
-          silent = new StreamIdle(
-            `it sent nothing for ${idleTimeoutMs} ms (--stream-idle-timeout)`,
-          );
-          reader.cancel(silent).catch(() => {});
-        });
-      }
-      let chunk: ReadableStreamReadResult<Uint8Array>;
-      try {
-        chunk = await reader.read();
-      } catch (error) {
-        fail(controller, silent ?? error);
-        return;
-      } finally {
-        idle.pause();
-      }
-      if (chunk.done) {
-        if (silent) {
-          fail(controller, silent);
-          return;
-        }
-        end({ kind: "done", bytes, firstByteAt });
-        controller.close();
-        return;
-      }
-      if (bytes === 0 && chunk.value.byteLength > 0) firstByteAt = performance.now();
-      bytes += chunk.value.byteLength;
-      if (chunk.value.byteLength > 0) lastByte = chunk.value[chunk.value.byteLength - 1];
-      controller.enqueue(chunk.value);
+    pull(controller) {
+      pulling = pull(controller);
+      return pulling;
     },
     cancel(reason) {
-      end({ kind: "cancelled", bytes, firstByteAt });
-      return reader.cancel(reason);
+      if (ended) return;
+      if (options.whenClientLeaves === "cancel") {
+        end({ kind: "cancelled", bytes, firstByteAt });
+        return reader.cancel(reason);
+      }
+      leftAt = performance.now();
+      void drain();
     },
   }, { highWaterMark: 0 });
+}
+
+/**
+ * Reads `body` to its end and throws it away, for an answer whose client left
+ * before it began: the pod finishes its generation undisturbed (see relayBody).
+ * Resolves with the bytes read and the error that ended it, if any; the idle
+ * timeout applies, and `open` lets a shutdown end it.
+ */
+export function discardBody(
+  body: ReadableStream<Uint8Array>,
+  options: Pick<RelayOptions, "idleTimeoutMs" | "open" | "onEnd">,
+  leftAt: number,
+): void {
+  const relay = relayBody(body, {
+    ...options,
+    contentType: "",
+    describeFailure: String,
+    whenClientLeaves: "drain",
+    onEnd: (end) => options.onEnd(end.kind === "abandoned" ? { ...end, leftAt } : end),
+  });
+  // Cancelling a relay that has not been read from starts its drain at once.
+  relay.cancel().catch(() => {});
 }
 
 /** A relay ended by the router itself (at shutdown): its message is the client's. */
@@ -183,16 +268,33 @@ export class StreamEnded extends Error {
 }
 
 /**
- * The relays running, so that a shutdown whose time is up can end each with an
- * error line its client understands, rather than a cut connection.
+ * The relays running, answers whose clients left included, so that a shutdown
+ * waits for them and, once its time is up, ends each with an error line its
+ * client understands, rather than a cut connection.
  */
 export class OpenStreams {
   readonly #stops = new Set<(error: Error) => void>();
+  #whenNone: PromiseWithResolvers<void> | undefined;
 
   /** Registers a relay's stop; returns the function that forgets it. */
   add(stop: (error: Error) => void): () => void {
     this.#stops.add(stop);
-    return () => this.#stops.delete(stop);
+    return () => {
+      this.#stops.delete(stop);
+      if (this.#stops.size === 0) this.#whenNone?.resolve();
+    };
+  }
+
+  /**
+   * Resolves when no relay is left: a shutdown waits for abandoned answers too,
+   * since cutting one would hurt the pod's next client (see relayBody).
+   */
+  async none(): Promise<void> {
+    while (this.#stops.size > 0) {
+      this.#whenNone ??= Promise.withResolvers();
+      await this.#whenNone.promise;
+      this.#whenNone = undefined;
+    }
   }
 
   /** Ends every relay with `message` as its last (error) line; returns how many. */

@@ -52,6 +52,11 @@ export interface SimPodOptions {
   tokens?: string[];
   /** FA bug: streaming OpenAI routes send SSE headers, then the connection aborts (default false). */
   brokenOpenAIStream?: boolean;
+  /**
+   * FL: how long a request for a model whose worker died (its streaming client left)
+   * waits for RKLlama's monitor to notice, before the model is loaded again (60 s).
+   */
+  workerReapMs?: number;
 }
 
 /** Something the pod did or saw, recorded in order. */
@@ -62,7 +67,11 @@ export interface SimEvent {
     | "unloaded"
     | "generation-start"
     | "generation-end"
-    | "aborted";
+    | "aborted"
+    /** FA: the rest of an abandoned answer went out at the start of another answer. */
+    | "leaked"
+    /** FL: a streaming client left and the model's worker died with it. */
+    | "worker-died";
   method?: string;
   path?: string;
   /** On `request` events, the model exactly as the client named it (before namespace stripping). */
@@ -560,6 +569,7 @@ class Pod implements SimPod {
   readonly #tokenDelayMs: number;
   readonly #tokens: string[];
   readonly #brokenOpenAIStream: boolean;
+  readonly #workerReapMs: number;
 
   readonly #disk = new Map<string, DiskModel>();
   readonly #loaded = new Map<string, LoadedModel>();
@@ -574,6 +584,13 @@ class Pod implements SimPod {
     }
   >();
   #orphanedWorkers = 0;
+  /**
+   * FA: text an abandoned streaming answer produced after its client left; RKLlama's
+   * worker queue hands it to the next answer of the model, before that answer's own.
+   */
+  readonly #leftover = new Map<string, string>();
+  /** FL: models whose worker died when a streaming client left. */
+  readonly #deadWorkers = new Set<string>();
   #activeGenerations = 0;
   #maxConcurrentGenerations = 0;
 
@@ -595,6 +612,7 @@ class Pod implements SimPod {
     this.#tokenDelayMs = options.tokenDelayMs ?? 5;
     this.#tokens = options.tokens ?? ["Hello", " world", "!"];
     this.#brokenOpenAIStream = options.brokenOpenAIStream ?? false;
+    this.#workerReapMs = options.workerReapMs ?? 60_000;
     this.hostname = hostname;
     for (const entry of options.models) {
       const spec: SimModelSpec = typeof entry === "string" ? { name: entry } : entry;
@@ -1330,6 +1348,11 @@ class Pod implements SimPod {
 
   /** Auto-loads inside the request, as every inference route does. */
   async #autoLoad(name: string, exchange: Exchange): Promise<void> {
+    if (this.#deadWorkers.has(name)) {
+      // FL: the request waits on the dead worker until the monitor reaps it.
+      await sleep(this.#workerReapMs, this.#lifetime.signal);
+      if (this.#deadWorkers.delete(name)) this.#unload(name);
+    }
     if (!this.#loaded.has(name)) await this.#load(name, this.#loadedBy(exchange));
   }
 
@@ -1358,6 +1381,14 @@ class Pod implements SimPod {
     this.#record({ type: "generation-start", path, model: name });
     const startedAt = performance.now();
     let firstTokenAt: number | undefined;
+    let text = "";
+    const leftover = this.#leftover.get(name);
+    if (leftover !== undefined) {
+      this.#leftover.delete(name);
+      this.#record({ type: "leaked", path, model: name });
+      text += leftover;
+      onToken(leftover);
+    }
     try {
       for (const token of this.#tokens) {
         await sleep(this.#tokenDelayMs, signal);
@@ -1365,6 +1396,7 @@ class Pod implements SimPod {
         // A blocked FA event loop stalls streams that are already running, too.
         await this.#freezeGate.waitOpen(signal);
         firstTokenAt ??= performance.now();
+        text += token;
         onToken(token);
       }
     } finally {
@@ -1375,7 +1407,7 @@ class Pod implements SimPod {
     const toNs = (ms: number) => Math.round(ms * 1e6);
     const firstAt = firstTokenAt ?? endedAt;
     return {
-      text: this.#tokens.join(""),
+      text,
       totalNs: toNs(endedAt - startedAt),
       promptEvalNs: toNs(firstAt - startedAt),
       evalNs: toNs(endedAt - firstAt),
@@ -1464,17 +1496,17 @@ class Pod implements SimPod {
     const promptTokens = this.#promptTokens(kind, body);
     if (stream) return await this.#streamed(kind, exchange, name, promptTokens);
 
+    // A client that leaves does not stop a request that streams nothing: RKLlama
+    // queues it, generates the answer and throws it away.
     let release: (() => void) | undefined;
     let result: GenerationResult;
     try {
-      release = await this.#inferenceLock.acquire(exchange.clientGone);
-      result = await this.#generate(name, exchange.path, exchange.clientGone, () => {});
-    } catch (error) {
-      if (exchange.clientGone.aborted) return this.#clientLeft(exchange, name);
-      throw error;
+      release = await this.#inferenceLock.acquire(this.#lifetime.signal);
+      result = await this.#generate(name, exchange.path, this.#lifetime.signal, () => {});
     } finally {
       release?.();
     }
+    if (exchange.clientGone.aborted) return this.#clientLeft(exchange, name);
     return this.#json(this.#completeReply(kind, name, result, promptTokens));
   }
 
@@ -1647,24 +1679,46 @@ class Pod implements SimPod {
       }
     }
     const encoder = new TextEncoder();
+    const fa = this.#flavor === "fa";
+    // What RKLlama does when a streaming client leaves mid-answer: FA's worker goes
+    // on, and the rest of the answer comes out at the start of the model's next
+    // answer; FL's worker dies, and the next request waits for it to be reaped.
+    let generating = false;
+    let left = false;
+    signal.addEventListener("abort", () => {
+      if (!generating || this.#dead) return;
+      left = true;
+      this.#clientLeft(exchange, name);
+      if (!fa) {
+        this.#deadWorkers.add(name);
+        this.#record({ type: "worker-died", path: exchange.path, model: name });
+      }
+    }, { once: true });
     const body = new ReadableStream<Uint8Array>({
       start: (controller) => {
-        const send = (text: string) => {
-          signal.throwIfAborted();
-          controller.enqueue(encoder.encode(text));
+        const deliver = (token: string) => {
+          if (!left) {
+            controller.enqueue(encoder.encode(framer.token(token)));
+          } else if (fa) {
+            this.#leftover.set(name, (this.#leftover.get(name) ?? "") + token);
+          } else {
+            throw signal.reason;
+          }
         };
         const run = async () => {
           let release = heldLock;
           try {
             // FA sent its headers already and only now queues for the lock.
             release ??= await this.#inferenceLock.acquire(signal);
+            generating = true;
             const result = await this.#generate(
               name,
               exchange.path,
-              signal,
-              (token) => send(framer.token(token)),
+              this.#lifetime.signal,
+              deliver,
             );
-            send(framer.end(result));
+            // The answer's closing line is not text: it is not handed on.
+            if (!left && !signal.aborted) controller.enqueue(encoder.encode(framer.end(result)));
             controller.close();
           } catch (error) {
             if (!signal.aborted) {
@@ -1672,7 +1726,7 @@ class Pod implements SimPod {
               controller.error(error);
               return;
             }
-            this.#clientLeft(exchange, name);
+            if (!left) this.#clientLeft(exchange, name);
             try {
               controller.close();
             } catch { /* the stream was cancelled */ }

@@ -358,29 +358,60 @@ Deno.test("killing a pod cuts an open stream mid-way and refuses new connections
   await assert.rejects(pod.waitFor(ofType("generation-end")));
 });
 
-Deno.test("a client that aborts mid-stream is recorded and frees the inference slot", async () => {
-  await withPod({ loaded: ["qwen-1.5b"] }, async (pod) => {
+Deno.test("FA: a client that leaves mid-stream does not stop the worker; the rest of its answer starts the next one", async () => {
+  const tokens = ["a", "b", "c", "d", "e"];
+  await withPod({ loaded: ["qwen-1.5b"], tokens }, async (pod) => {
     const client = new AbortController();
     const response = await postJson(`${pod.url}/api/chat`, { model: "qwen-1.5b", ...CHAT }, {
       signal: client.signal,
     });
     const reader = response.body!.getReader();
     await reader.read();
-    pod.pause();
     client.abort();
     await assert.rejects(reader.read());
     const aborted = await pod.waitFor(ofType("aborted"));
     assert.equal(aborted.path, "/api/chat");
     assert.equal(aborted.model, "qwen-1.5b");
-    pod.resume();
+    await pod.waitFor(ofType("generation-end"));
     const next = await postJson(`${pod.url}/api/chat`, {
       model: "qwen-1.5b",
       stream: false,
       ...CHAT,
     });
-    assert.equal((await next.json()).done, true);
-    assert.equal(pod.events.filter(ofType("generation-end")).length, 1);
+    const { message } = await next.json();
+    // Another client's text, then this one's own.
+    assert.match(message.content, /^b?c?d?e(abcde)$/);
+    assert.equal(pod.events.filter(ofType("leaked")).length, 1);
   });
+});
+
+Deno.test("FL: a client that leaves mid-stream kills the model's worker; the next request waits for the reaper, then reloads", async () => {
+  await withPod(
+    { flavor: "fl", loaded: ["qwen-1.5b"], tokenDelayMs: 20, workerReapMs: 100 },
+    async (pod) => {
+      const client = new AbortController();
+      const response = await postJson(`${pod.url}/api/chat`, { model: "qwen-1.5b", ...CHAT }, {
+        signal: client.signal,
+      });
+      const reader = response.body!.getReader();
+      await reader.read();
+      client.abort();
+      await assert.rejects(reader.read());
+      await pod.waitFor(ofType("worker-died"));
+      const asked = performance.now();
+      const next = await postJson(`${pod.url}/api/chat`, {
+        model: "qwen-1.5b",
+        stream: false,
+        ...CHAT,
+      });
+      assert.equal((await next.json()).message.content, "Hello world!");
+      assert.ok(performance.now() - asked >= 100, "waited for the reaper");
+      assert.deepEqual(
+        pod.events.filter((e) => e.type === "unloaded" || e.type === "loaded").map((e) => e.type),
+        ["unloaded", "loaded"],
+      );
+    },
+  );
 });
 
 Deno.test("a client that gives up during a cold load is recorded as aborted", async () => {
