@@ -235,7 +235,7 @@ Deno.test("a client that reads a stream slowly does not make the router buffer i
     const before = pulled;
     await new Promise((resolve) => setTimeout(resolve, 2000));
     const stalledAt = pulled;
-    // The router reads an abandoned answer to its end: let this one end now.
+    // The router reads an abandoned generation to its end: let this one end now.
     pulled = 1024 ** 3;
     await reader.cancel();
     report("slow reader", {

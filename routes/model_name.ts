@@ -85,6 +85,16 @@ export function loadsModel(path: string): boolean {
   return LOADS_MODEL.has(path);
 }
 
+/**
+ * Paths whose work a pod carries on when the client leaves (RKLlama stops no
+ * generation, load or download), so the router reads their answers to the end
+ * rather than cut the connection: see relayBody in upstream.ts. Other answers
+ * (listings, files) are cut.
+ */
+export function runsOnWithoutClient(path: string): boolean {
+  return LOADS_MODEL.has(path) || MODEL_IS_NOT_A_NAME.has(path);
+}
+
 /** What a successful request to `path` unloads: one model, all, or nothing. */
 export function unloads(path: string): "model" | "all" | "none" {
   if (UNLOADS_MODEL.has(path)) return "model";

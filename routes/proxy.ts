@@ -20,6 +20,7 @@ import {
   needsModel,
   replaceTopLevelString,
   resolveModel,
+  runsOnWithoutClient,
   unloads,
 } from "./model_name.ts";
 import {
@@ -484,7 +485,14 @@ class Proxy {
         });
       }
     };
+    const whenClientLeaves = runsOnWithoutClient(url.pathname) ? "drain" : "cancel";
     if (leftAt !== undefined && upstream.body) {
+      if (whenClientLeaves === "cancel") {
+        settle();
+        logRequest(0, "cancelled");
+        await upstream.body.cancel();
+        return errorResponse(url.pathname, 499, "the client went away");
+      }
       // Gone before the answer began: read it all the same, for the pod's sake.
       discardBody(upstream.body, {
         idleTimeoutMs: this.#options.streamIdleTimeoutMs,
@@ -563,7 +571,7 @@ class Proxy {
       idleTimeoutMs: this.#options.streamIdleTimeoutMs,
       onEnd: relayEnded,
       open: this.#openStreams,
-      whenClientLeaves: "drain",
+      whenClientLeaves,
     });
     return new Response(relayed, {
       status: upstream.status,

@@ -594,8 +594,10 @@ class Pod implements SimPod {
   #activeGenerations = 0;
   #maxConcurrentGenerations = 0;
 
-  /** FA's global inference lock; kept per pod for FL too. */
+  /** FA's global inference lock: one generation at a time on the whole pod. */
   readonly #inferenceLock = new Mutex();
+  /** FL's task queue per model worker: models run side by side, one request each at a time. */
+  readonly #modelLocks = new Map<string, Mutex>();
   readonly #pauseGate = new Gate();
   /** Closed while an explicit FA load blocks the event loop. */
   readonly #freezeGate = new Gate();
@@ -814,7 +816,13 @@ class Pod implements SimPod {
     const response = await this.#dispatch(exchange);
     if (this.#flavor === "fa") {
       response.headers.set("x-process-time", String(performance.now() - startedAt));
-      response.headers.set("x-request-id", this.#requestId(request));
+      // FastAPI's middleware writes the request id twice.
+      const id = this.#requestId(request);
+      response.headers.set("x-request-id", id);
+      response.headers.append("x-request-id", id);
+    } else {
+      // Werkzeug's development server takes one request per connection.
+      response.headers.set("connection", "close");
     }
     return response;
   }
@@ -1356,6 +1364,14 @@ class Pod implements SimPod {
     if (!this.#loaded.has(name)) await this.#load(name, this.#loadedBy(exchange));
   }
 
+  /** The lock a generation of model `name` queues on (FA: the pod's; FL: the model's). */
+  #lockFor(name: string): Mutex {
+    if (this.#flavor === "fa") return this.#inferenceLock;
+    let lock = this.#modelLocks.get(name);
+    if (!lock) this.#modelLocks.set(name, lock = new Mutex());
+    return lock;
+  }
+
   /** Records that the client left mid-request; the response is thrown away. */
   #clientLeft(exchange: Exchange, name: string): Response {
     if (!this.#dead) {
@@ -1501,7 +1517,7 @@ class Pod implements SimPod {
     let release: (() => void) | undefined;
     let result: GenerationResult;
     try {
-      release = await this.#inferenceLock.acquire(this.#lifetime.signal);
+      release = await this.#lockFor(name).acquire(this.#lifetime.signal);
       result = await this.#generate(name, exchange.path, this.#lifetime.signal, () => {});
     } finally {
       release?.();
@@ -1672,7 +1688,7 @@ class Pod implements SimPod {
     if (this.#flavor === "fl") {
       // Werkzeug sends nothing until the generation produces output.
       try {
-        heldLock = await this.#inferenceLock.acquire(signal);
+        heldLock = await this.#lockFor(name).acquire(signal);
       } catch (error) {
         if (signal.aborted) return this.#clientLeft(exchange, name);
         throw error;
@@ -1709,7 +1725,7 @@ class Pod implements SimPod {
           let release = heldLock;
           try {
             // FA sent its headers already and only now queues for the lock.
-            release ??= await this.#inferenceLock.acquire(signal);
+            release ??= await this.#lockFor(name).acquire(signal);
             generating = true;
             const result = await this.#generate(
               name,
@@ -1731,6 +1747,8 @@ class Pod implements SimPod {
               controller.close();
             } catch { /* the stream was cancelled */ }
           } finally {
+            // A connection closed after the answer (FL's Connection: close) is no client leaving.
+            generating = false;
             release?.();
           }
         };

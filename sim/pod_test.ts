@@ -713,3 +713,18 @@ Deno.test("FL streams NDJSON and SSE only once it holds the inference slot", asy
     assert.equal(pod.maxConcurrentGenerations, 1);
   });
 });
+
+Deno.test("FL runs generations of different models side by side, FA one at a time on the pod", async () => {
+  for (const flavor of ["fl", "fa"] as const) {
+    await withPod(
+      { flavor, models: ["qwen-1.5b", "phi-3"], loaded: ["qwen-1.5b", "phi-3"], tokenDelayMs: 20 },
+      async (pod) => {
+        await Promise.all(["qwen-1.5b", "phi-3"].map(async (model) => {
+          const response = await postJson(`${pod.url}/api/chat`, { model, stream: false, ...CHAT });
+          assert.equal((await response.json()).done, true);
+        }));
+        assert.equal(pod.maxConcurrentGenerations, flavor === "fl" ? 2 : 1, flavor);
+      },
+    );
+  }
+});
