@@ -50,7 +50,10 @@ export interface SimPodOptions {
   tokenDelayMs?: number;
   /** Reply tokens (default ["Hello", " world", "!"]). */
   tokens?: string[];
-  /** FA bug: streaming OpenAI routes send SSE headers, then the connection aborts (default false). */
+  /**
+   * FA bug: streaming OpenAI routes send SSE headers, then the connection aborts
+   * (default: on for FA, as the real server does; off for FL).
+   */
   brokenOpenAIStream?: boolean;
 }
 
@@ -594,7 +597,7 @@ class Pod implements SimPod {
     this.#loadDelayMs = options.loadDelayMs ?? 50;
     this.#tokenDelayMs = options.tokenDelayMs ?? 5;
     this.#tokens = options.tokens ?? ["Hello", " world", "!"];
-    this.#brokenOpenAIStream = options.brokenOpenAIStream ?? false;
+    this.#brokenOpenAIStream = options.brokenOpenAIStream ?? (options.flavor ?? "fa") === "fa";
     this.hostname = hostname;
     for (const entry of options.models) {
       const spec: SimModelSpec = typeof entry === "string" ? { name: entry } : entry;
@@ -1452,6 +1455,8 @@ class Pod implements SimPod {
     if ((kind === "chat" || kind === "openai-chat") && fa && !Array.isArray(body.messages)) {
       return this.#missingField("messages", body);
     }
+    // FA's /v1/completions handler fails on every request (an uncaught exception).
+    if (kind === "openai-completion" && fa) return this.#plainServerError();
     try {
       await this.#autoLoad(name, exchange);
     } catch (error) {
@@ -1708,6 +1713,9 @@ class Pod implements SimPod {
         ? this.#missingField("input", body)
         : this.#error(400, "Missing input");
     }
+    // FA hands the input to its chat template as if it were messages, which fails
+    // for every input it accepts (a string or a list of strings).
+    if (fa) return this.#plainServerError();
     const startedAt = performance.now();
     try {
       await this.#autoLoad(name, exchange);
@@ -1720,7 +1728,7 @@ class Pod implements SimPod {
     const vectors = inputs.map(embeddingFor);
     const promptTokens = inputs.reduce((sum, text) => sum + Math.max(1, wordCount(text)), 0);
     if (style === "openai") {
-      // Both generations flatten a batch into a single embedding.
+      // FL flattens a batch into a single embedding.
       return this.#json({
         object: "list",
         data: [{ object: "embedding", embedding: vectors.flat(), index: 0 }],
