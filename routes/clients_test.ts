@@ -64,9 +64,14 @@ Deno.test("the ollama client lists the models on disk across all pods, each once
     ],
   });
   const { models } = await ollamaFor(world).list();
-  assert.deepEqual(models.map((m) => m.name), ["llama3.2-1b", "phi", "qwen2.5-1.5b"]);
-  const qwen = models.find((m) => m.name === "qwen2.5-1.5b")!;
-  assert.equal(qwen.model, "qwen2.5-1.5b");
+  // As Ollama lists untagged models: clients check names against this list.
+  assert.deepEqual(models.map((m) => m.name), [
+    "llama3.2-1b:latest",
+    "phi:latest",
+    "qwen2.5-1.5b:latest",
+  ]);
+  const qwen = models.find((m) => m.name === "qwen2.5-1.5b:latest")!;
+  assert.equal(qwen.model, "qwen2.5-1.5b:latest");
   assert.equal(qwen.details.format, "rkllm");
   assert.equal(qwen.details.parameter_size, "1.5B");
   assert.ok(Number.isFinite(Date.parse(String(qwen.modified_at))));
@@ -83,7 +88,7 @@ Deno.test("the ollama client's ps shows every loaded copy, with the pod that hol
   // The router's additions, which the client's types do not know about.
   const placed = models as unknown as { pod_name: string; node_name: string }[];
   const seen = models.map((m, i) => `${m.name}@${placed[i].pod_name}`);
-  assert.deepEqual(seen.sort(), ["phi@rk-0", "qwen@rk-0", "qwen@rk-1"]);
+  assert.deepEqual(seen.sort(), ["phi:latest@rk-0", "qwen:latest@rk-0", "qwen:latest@rk-1"]);
   assert.ok(placed.every((m) => typeof m.node_name === "string" && m.node_name !== ""));
   for (const model of models) {
     assert.equal(model.details.format, "rkllm");
@@ -252,7 +257,7 @@ Deno.test("a cold model on two pods serves concurrent ollama generate calls, loa
   for (const pod of world.cluster.pods) assert.equal(pod.orphanedWorkers, 0);
   await world.router.poller.pollAll();
   const loaded = (await ollama.ps()).models;
-  assert.deepEqual(loaded.map((m) => m.name), ["qwen"]);
+  assert.deepEqual(loaded.map((m) => m.name), ["qwen:latest"]);
 });
 
 Deno.test("the ollama client reads Flask-generation pods like FastAPI ones", async () => {
@@ -260,8 +265,8 @@ Deno.test("the ollama client reads Flask-generation pods like FastAPI ones", asy
     pods: [{ flavor: "fl", models: ["qwen", "phi"], loaded: ["qwen"], tokens: ["ok", "!"] }],
   });
   const ollama = ollamaFor(world);
-  assert.deepEqual((await ollama.list()).models.map((m) => m.name), ["phi", "qwen"]);
-  assert.deepEqual((await ollama.ps()).models.map((m) => m.name), ["qwen"]);
+  assert.deepEqual((await ollama.list()).models.map((m) => m.name), ["phi:latest", "qwen:latest"]);
+  assert.deepEqual((await ollama.ps()).models.map((m) => m.name), ["qwen:latest"]);
   const reply = await ollama.chat({ model: "qwen", messages: HI });
   assert.equal(reply.message.content, "ok!");
   const stream = await ollama.generate({ model: "qwen", prompt: "hi", stream: true });
@@ -286,7 +291,7 @@ Deno.test("the openai client lists and retrieves the models on disk across all p
     assert.equal(model.owned_by, "rkllama");
     ids.push(model.id);
   }
-  assert.deepEqual(ids, ["bge", "phi", "qwen"]);
+  assert.deepEqual(ids, ["bge:latest", "phi:latest", "qwen:latest"]);
   const qwen = await openai.models.retrieve("qwen");
   assert.equal(qwen.id, "qwen");
   assert.equal(qwen.object, "model");
