@@ -800,6 +800,9 @@ class Pod implements SimPod {
     if (this.#flavor === "fa") {
       response.headers.set("x-process-time", String(performance.now() - startedAt));
       response.headers.set("x-request-id", this.#requestId(request));
+    } else {
+      // flask-cors, allowing every origin, on every answer.
+      response.headers.set("access-control-allow-origin", "*");
     }
     return response;
   }

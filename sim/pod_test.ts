@@ -492,6 +492,7 @@ Deno.test("FL answers errors with error bodies and HTML pages", async () => {
 
     const version = await fetch(`${pod.url}/api/version`);
     assert.equal(version.headers.get("x-process-time"), null);
+    assert.equal(version.headers.get("access-control-allow-origin"), "*");
     assert.equal(await version.text(), '{"version":"0.0.74"}\n');
 
     const tags = await (await fetch(`${pod.url}/api/tags`)).json();
