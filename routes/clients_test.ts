@@ -375,6 +375,33 @@ Deno.test("the openai client's completions work streaming and not on both board 
   );
 });
 
+Deno.test("the openai client streams a chat completion with tools from a FastAPI-generation board", async () => {
+  await using world = await startWorld({
+    pods: [{ models: ["qwen"], loaded: ["qwen"], tokens: ["The", " sky"] }],
+  });
+  const tools: OpenAI.ChatCompletionTool[] = [{
+    type: "function",
+    function: { name: "weather", parameters: { type: "object", properties: {} } },
+  }];
+  const stream = await openAIFor(world).chat.completions.create({
+    model: "qwen",
+    messages: HI,
+    tools,
+    stream: true,
+  });
+  let text = "";
+  const finishes: string[] = [];
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.delta.content ?? "";
+    if (chunk.choices[0]?.finish_reason) finishes.push(chunk.choices[0].finish_reason);
+  }
+  assert.equal(text, "The sky");
+  assert.deepEqual(finishes, ["stop"]);
+  // Its /api/chat fails on tools: its own OpenAI chat was asked, not streaming.
+  const [request] = clientRequests(world.cluster.pods[0]);
+  assert.equal(request.path, "/v1/chat/completions");
+});
+
 Deno.test("a bad OpenAI request to a FastAPI-generation board is the openai client's BadRequestError", async () => {
   await using world = await startWorld({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
   const openai = openAIFor(world);

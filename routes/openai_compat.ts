@@ -65,7 +65,13 @@ export function translationFor(
 ): Translation | undefined {
   switch (path) {
     case "/v1/chat/completions":
-      return generation === "flask" ? undefined : chatTranslation(request, model);
+      if (generation === "flask") return undefined;
+      // FastAPI's /api/chat fails on any tools (500), its own OpenAI chat takes them
+      // but cannot stream: the whole answer is asked for, and streamed in one piece.
+      if (generation === "fastapi" && hasTools(request)) {
+        return wholeChatTranslation(request, model);
+      }
+      return chatTranslation(request, model);
     case "/v1/completions":
       return generation === "flask" ? undefined : completionTranslation(request, model);
     case "/v1/embeddings":
@@ -115,6 +121,7 @@ export function chatRequest(request: Json, model: string): Json {
   if (!Array.isArray(request.messages) || request.messages.length === 0) {
     throw new BadRequest(400, "'messages' must be a non-empty array of messages");
   }
+  oneChoice(request);
   const chat: Json = {
     model,
     messages: request.messages.map(ollamaMessage),
@@ -131,6 +138,13 @@ export function chatRequest(request: Json, model: string): Json {
     }
   }
   return chat;
+}
+
+/** @throws {BadRequest} for `n` other than 1: a board makes one answer per request */
+function oneChoice(request: Json): void {
+  if (request.n !== undefined && request.n !== null && request.n !== 1) {
+    throw new BadRequest(400, "'n' must be 1: a board makes one answer per request");
+  }
 }
 
 function ollamaMessage(message: unknown, index: number): Json {
@@ -205,6 +219,7 @@ export function completionRequest(request: Json, model: string): Json {
   if (typeof prompt !== "string") {
     throw new BadRequest(400, "'prompt' must be a string (one prompt per request)");
   }
+  oneChoice(request);
   const generate: Json = { model, prompt, stream: request.stream === true };
   if (typeof request.suffix === "string") generate.suffix = request.suffix;
   const options = ollamaOptions(request);
@@ -424,6 +439,66 @@ function float32Base64(vector: readonly number[]): string {
 
 // ---------------------------------------------------------------------------
 // Translations
+
+function hasTools(request: Json): boolean {
+  return Array.isArray(request.tools) && request.tools.length > 0;
+}
+
+/**
+ * The SSE frames of a whole `chat.completion`: its message in one chunk, then the
+ * finish reason, the usage when asked for, and `[DONE]`.
+ */
+export function completionFrames(completion: Json, state: StreamState): string {
+  const [choice] = Array.isArray(completion.choices) ? completion.choices : [];
+  const message = isObject(choice) && isObject(choice.message) ? choice.message : {};
+  const calls = Array.isArray(message.tool_calls)
+    ? message.tool_calls.map((call, index) => isObject(call) ? { index, ...call } : call)
+    : [];
+  const delta: Json = {
+    role: "assistant",
+    content: typeof message.content === "string" ? message.content : "",
+  };
+  if (calls.length > 0) delta.tool_calls = calls;
+  const chunk = (choices: Json[], extra: Json = {}) =>
+    frame({
+      id: state.id,
+      object: "chat.completion.chunk",
+      created: state.created,
+      model: state.model,
+      choices,
+      ...extra,
+    });
+  const finish = isObject(choice) && typeof choice.finish_reason === "string"
+    ? choice.finish_reason
+    : finishReason(undefined, calls.length > 0);
+  let out = chunk([{ index: 0, delta, logprobs: null, finish_reason: null }]) +
+    chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: finish }]);
+  if (state.includeUsage && isObject(completion.usage)) {
+    out += chunk([], { usage: completion.usage });
+  }
+  state.ended = true;
+  return out + "data: [DONE]\n\n";
+}
+
+function wholeChatTranslation(request: Json, model: string): Translation {
+  const { stream_options: _, ...rest } = request;
+  const state = newState("chat", model, request);
+  return {
+    path: "/v1/chat/completions",
+    body: JSON.stringify({ ...rest, model, stream: false }),
+    answer: request.stream === true
+      ? async (upstream) => {
+        const whole = await wholeAnswer(upstream, "/v1/chat/completions", (json) => ({ json }));
+        if (!whole.ok) return whole;
+        const frames = completionFrames(await whole.json(), state);
+        return new Response(frames, {
+          status: whole.status,
+          headers: answerHeaders(whole, "text/event-stream; charset=utf-8"),
+        });
+      }
+      : (upstream) => Promise.resolve(upstream),
+  };
+}
 
 function chatTranslation(request: Json, model: string): Translation {
   const body = chatRequest(request, model);

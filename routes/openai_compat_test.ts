@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   chatCompletion,
   chatRequest,
+  completionFrames,
   completionRequest,
   embeddingInputs,
   finishReason,
@@ -118,6 +119,12 @@ Deno.test("completionRequest() takes one prompt, alone or in a list of one", () 
   assert.equal(completionRequest({ prompt: ["Hi"], stream: true }, "q").stream, true);
   assert.throws(() => completionRequest({ prompt: ["a", "b"] }, "q"), /one prompt per request/);
   assert.throws(() => completionRequest({}, "q"), /'prompt' must be a string/);
+  assert.throws(() => completionRequest({ prompt: "x", n: 2 }, "q"), /'n' must be 1/);
+  assert.throws(
+    () => chatRequest({ messages: [{ role: "user", content: "x" }], n: 3 }, "q"),
+    /'n' must be 1/,
+  );
+  assert.equal(chatRequest({ messages: [{ role: "user", content: "x" }], n: 1 }, "q").model, "q");
 });
 
 Deno.test("embeddingInputs() accepts a string or a list of strings only", () => {
@@ -380,4 +387,70 @@ Deno.test("an /api/embed answer with fewer vectors than inputs becomes a 502, no
   assert.deepEqual(await whole.json(), { embedding: [1, 2] });
   const failed = await legacy.answer(Response.json({ error: "boom" }, { status: 500 }));
   assert.equal(failed.status, 500);
+});
+
+Deno.test("with tools, a FastAPI board is asked its own OpenAI chat, whole, since its /api/chat fails on them", () => {
+  const tools = [{ type: "function", function: { name: "f", parameters: {} } }];
+  const request = {
+    model: "library/q:latest",
+    stream: true,
+    stream_options: { include_usage: true },
+    messages: [{ role: "user", content: "hi" }],
+    tools,
+  };
+  const translation = translationFor("/v1/chat/completions", "fastapi", request, "q")!;
+  assert.equal(translation.path, "/v1/chat/completions");
+  assert.deepEqual(JSON.parse(translation.body), {
+    model: "q",
+    stream: false,
+    messages: [{ role: "user", content: "hi" }],
+    tools,
+  });
+  // The Flask generation's /api/chat takes tools; an unknown board is tried through it.
+  assert.equal(translationFor("/v1/chat/completions", "unknown", request, "q")?.path, "/api/chat");
+  assert.equal(translationFor("/v1/chat/completions", "flask", request, "q"), undefined);
+});
+
+Deno.test("completionFrames() streams a whole chat.completion in one piece, with tool call indexes", () => {
+  const s = state("chat", true);
+  const out = completionFrames({
+    choices: [{
+      index: 0,
+      message: {
+        role: "assistant",
+        content: null,
+        tool_calls: [{ id: "c1", type: "function", function: { name: "f", arguments: "{}" } }],
+      },
+      finish_reason: "tool_calls",
+    }],
+    usage: { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 },
+  }, s);
+  const chunk = (choices: unknown[], extra = {}) => ({
+    id: "x-1",
+    object: "chat.completion.chunk",
+    created: 7,
+    model: "q",
+    choices,
+    ...extra,
+  });
+  assert.deepEqual(frames(out), [
+    chunk([{
+      index: 0,
+      delta: {
+        role: "assistant",
+        content: "",
+        tool_calls: [{
+          index: 0,
+          id: "c1",
+          type: "function",
+          function: { name: "f", arguments: "{}" },
+        }],
+      },
+      logprobs: null,
+      finish_reason: null,
+    }]),
+    chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: "tool_calls" }]),
+    chunk([], { usage: { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 } }),
+    "[DONE]",
+  ]);
 });

@@ -1458,6 +1458,10 @@ class Pod implements SimPod {
     if ((kind === "chat" || kind === "openai-chat") && fa && !Array.isArray(body.messages)) {
       return this.#missingField("messages", body);
     }
+    // FA's /api/chat hands tools to the chat template as pydantic objects, which it refuses.
+    if (kind === "chat" && fa && Array.isArray(body.tools) && body.tools.length > 0) {
+      return this.#plainServerError();
+    }
     // FA's /v1/completions handler fails on every request (an uncaught exception).
     if (kind === "openai-completion" && fa) return this.#plainServerError();
     try {

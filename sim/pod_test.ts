@@ -600,7 +600,7 @@ Deno.test("FL embeddings: /api/embed one vector per input, the legacy path in it
   });
 });
 
-Deno.test("FA embeddings and /v1/completions fail with a plain 500, as the real ones", async () => {
+Deno.test("FA embeddings, /v1/completions and /api/chat with tools fail with a plain 500, as the real ones", async () => {
   await withPod({ loaded: ["qwen-1.5b"] }, async (pod) => {
     const requests: [string, Record<string, unknown>][] = [
       ["/api/embed", { input: ["one", "two"] }],
@@ -608,6 +608,11 @@ Deno.test("FA embeddings and /v1/completions fail with a plain 500, as the real 
       ["/api/embeddings", { prompt: "one" }],
       ["/v1/embeddings", { input: "one" }],
       ["/v1/completions", { prompt: "one" }],
+      ["/api/chat", {
+        ...CHAT,
+        stream: false,
+        tools: [{ type: "function", function: { name: "f" } }],
+      }],
     ];
     for (const [path, body] of requests) {
       const response = await postJson(`${pod.url}${path}`, { model: "qwen-1.5b", ...body });

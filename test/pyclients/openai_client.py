@@ -48,6 +48,23 @@ for model in (FA_MODEL, FL_MODEL):
         )
         check("".join(texts) == TEXT, f"streamed completions({name!r}) adds up to the answer")
 
+TOOLS = [{
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}]
+for model in (FA_MODEL, FL_MODEL):
+    reply = client.chat.completions.create(model=model, messages=HI, tools=TOOLS)
+    check(reply.choices[0].message.content == TEXT, f"chat.completions({model!r}) with tools answers")
+    texts, _ = streamed(
+        client.chat.completions.create(model=model, messages=HI, tools=TOOLS, stream=True),
+        lambda c: c.choices[0].delta.content if c.choices else None,
+    )
+    check("".join(texts) == TEXT, f"streamed chat.completions({model!r}) with tools answers")
+
 for name in (FL_MODEL, BOTH_MODEL):
     batch = client.embeddings.create(model=name, input=["alpha", "beta", "gamma"])
     check([d.index for d in batch.data] == [0, 1, 2], f"embeddings({name!r}): one per input")
@@ -63,3 +80,5 @@ raises(lambda: client.chat.completions.create(model="no-such-model", messages=HI
        "an unknown model raises NotFoundError")
 raises(lambda: client.chat.completions.create(model=FA_MODEL, messages=[]), openai.BadRequestError,
        "no messages raises BadRequestError")
+raises(lambda: client.chat.completions.create(model=FA_MODEL, messages=HI, n=2), openai.BadRequestError,
+       "n=2 on a FastAPI board raises BadRequestError")
