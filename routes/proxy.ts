@@ -335,6 +335,8 @@ class Proxy {
    * (embeddings on the FastAPI generation); says why when no other pod holds it.
    */
   #leaveOutUnable(path: string, model: string, exclude: Set<string>): string | undefined {
+    // Most paths are served by every generation: nothing to look at.
+    if (!unsupportedOn(path, "fastapi")) return undefined;
     const { store } = this.#options;
     const holders = [
       ...(store.loadedOn.value.get(model) ?? []),
