@@ -39,6 +39,8 @@ export interface RouterConfig {
   loadTimeoutMs: number;
   podIdleExpiryMs: number;
   advertiseUrl: string;
+  /** Browser origins allowed to call the router (CORS); empty: none. */
+  allowedOrigins: string[];
 }
 
 /** A pod given on the command line instead of found through Kubernetes. */
@@ -69,7 +71,8 @@ type Kind =
   | "level"
   | "bool"
   | "choice"
-  | "token";
+  | "token"
+  | "origins";
 
 interface FlagSpec {
   flag: string;
@@ -331,6 +334,14 @@ export const FLAGS: readonly FlagSpec[] = [
       "RKLlama's max_minutes_loaded_in_memory: a model idle this long may be gone, so the next request for it is sent alone",
   },
   {
+    flag: "allowed-origins",
+    key: "allowedOrigins",
+    kind: "origins",
+    default: "",
+    help:
+      "browser origins that may call the router (CORS), comma-separated, as Ollama's OLLAMA_ORIGINS: e.g. https://chat.example.com,http://localhost:*; * allows any; none by default",
+  },
+  {
     flag: "log-level",
     key: "logLevel",
     kind: "level",
@@ -395,6 +406,7 @@ function placeholder(kind: Kind): string {
     bool: "",
     choice: "NAME",
     token: "TOKEN",
+    origins: "LIST",
   }[kind];
 }
 
@@ -512,6 +524,15 @@ function parseValue(spec: FlagSpec, raw: string, source: string): unknown {
     case "choice":
       if (!spec.choices!.includes(raw.trim())) fail(`one of ${spec.choices!.join(", ")}`);
       return raw.trim();
+    case "origins": {
+      const origins = raw.split(",").map((origin) => origin.trim()).filter((o) => o !== "");
+      for (const origin of origins) {
+        if (origin !== "*" && !/^[a-z][a-z0-9+.-]*:\/\/[^/\s]+$/i.test(origin)) {
+          fail("comma-separated origins such as https://chat.example.com or http://localhost:*");
+        }
+      }
+      return origins;
+    }
   }
 }
 

@@ -130,3 +130,20 @@ Deno.test("an admin token with spaces or only blanks stops the router instead of
   const parsed = parseConfig(["--admin-token", "s3cret-Token_1"], () => undefined);
   assert.equal(parsed.help ? "" : parsed.config.adminToken, "s3cret-Token_1");
 });
+
+Deno.test("--allowed-origins takes a comma-separated list of origins, none by default", () => {
+  assert.deepEqual(configOf([]).allowedOrigins, []);
+  assert.deepEqual(
+    configOf(["--allowed-origins", "https://chat.example.com, http://localhost:*"]).allowedOrigins,
+    ["https://chat.example.com", "http://localhost:*"],
+  );
+  assert.deepEqual(configOf([], { ROUTER_ALLOWED_ORIGINS: "*" }).allowedOrigins, ["*"]);
+  for (const bad of ["chat.example.com", "https://chat.example.com/path", "http://a b"]) {
+    assert.throws(
+      () => configOf(["--allowed-origins", bad]),
+      (error: unknown) =>
+        error instanceof ConfigError && /--allowed-origins: expected/.test(error.message),
+      bad,
+    );
+  }
+});

@@ -25,6 +25,7 @@ import { assignRequestId, requestIds } from "./routes/request_id.ts";
 import { adminAuth } from "./routes/admin_auth.ts";
 import { canonicalUrl } from "./routes/canonical_url.ts";
 import { ownPathMethods } from "./routes/own_paths.ts";
+import { corsHandler } from "./routes/cors.ts";
 import { logger, setupLogging } from "./log.ts";
 import { RouterMetrics } from "./metrics.ts";
 
@@ -168,11 +169,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   };
 
   poller.start();
-  const server = Deno.serve({
-    port: config.port,
-    hostname: config.host,
-    onListen: () => {},
-  }, (request, info) => {
+  const route = (request: Request, info: Deno.ServeHandlerInfo) => {
     // An inference path exactly as written is already as the pod will see it.
     if (proxy.isInference(request)) return proxied(request);
     // Routing, the admin check and the proxy all see the path the pod will see.
@@ -187,7 +184,15 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       }),
       info,
     );
-  });
+  };
+  // Browsers first: a preflight needs no model, and a page from an origin not
+  // allowed reaches nothing (routes/cors.ts).
+  const cors = corsHandler(config.allowedOrigins);
+  const server = Deno.serve({
+    port: config.port,
+    hostname: config.host,
+    onListen: () => {},
+  }, (request, info) => cors(request, () => route(request, info)));
   const url = `http://${server.addr.hostname}:${server.addr.port}`;
   const wildcard = ["0.0.0.0", "::", "[::]"].includes(config.host);
   const placement = await startPlacement({

@@ -84,7 +84,7 @@ Deno.test("the router runs with the start task's permissions, configured from th
   });
   const url = await listeningUrl(child.stdout);
   const tags = await (await fetch(`${url}/api/tags`)).json();
-  assert.deepEqual(tags.models.map((m: { name: string }) => m.name), ["phi", "qwen"]);
+  assert.deepEqual(tags.models.map((m: { name: string }) => m.name), ["phi:latest", "qwen:latest"]);
   const chat = await fetch(`${url}/api/chat`, {
     method: "POST",
     body: JSON.stringify({ model: "phi", messages: [{ role: "user", content: "hi" }] }),
@@ -123,7 +123,7 @@ Deno.test("the router runs in Kubernetes mode with the start task's permissions"
   assert.deepEqual(
     ps.models.map((m: { name: string; pod_name: string }) => `${m.name}@${m.pod_name}`),
     [
-      "qwen@rk-0",
+      "qwen:latest@rk-0",
     ],
   );
   await kube.waitForRequest((r) => r.path.endsWith("/leases/rkllama-router") && r.method === "PUT");

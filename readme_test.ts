@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import { DEMO_CLUSTER, startDemo } from "./sim/demo.ts";
 import { envName, FLAGS } from "./config.ts";
 
-/** The curl lines of README.md's `sh` blocks, with the status each one should get. */
-async function readmeExamples(): Promise<{ command: string; status: string }[]> {
-  const readme = await Deno.readTextFile(new URL("./README.md", import.meta.url));
+/** The curl lines of the `sh` blocks of `file`, with the status each one should get. */
+async function readmeExamples(
+  file = "./README.md",
+): Promise<{ command: string; status: string }[]> {
+  const readme = await Deno.readTextFile(new URL(file, import.meta.url));
   const examples = [];
   for (const block of readme.matchAll(/```sh\n([\s\S]*?)```/g)) {
     for (const line of block[1].split("\n")) {
@@ -16,14 +18,17 @@ async function readmeExamples(): Promise<{ command: string; status: string }[]> 
   return examples;
 }
 
-Deno.test("every curl example in README.md works against the demo", async () => {
+Deno.test("every curl example in README.md and docs/api.md works against the demo", async () => {
   const fast = {
     pods: DEMO_CLUSTER.pods.map((pod) => ({ ...pod, loadDelayMs: 20, tokenDelayMs: 1 })),
   };
   await using demo = await startDemo(["--port", "0"], fast);
   const address = new URL(demo.router.url).host;
-  const examples = await readmeExamples();
-  assert.ok(examples.length >= 15, `only ${examples.length} examples found`);
+  const readme = await readmeExamples();
+  const api = await readmeExamples("./docs/api.md");
+  assert.ok(readme.length >= 15, `only ${readme.length} examples found in README.md`);
+  assert.ok(api.length >= 10, `only ${api.length} examples found in docs/api.md`);
+  const examples = [...readme, ...api];
   for (const { command, status } of examples) {
     const line = command.replaceAll("localhost:8080", address);
     const output = await new Deno.Command("bash", {

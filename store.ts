@@ -77,7 +77,39 @@ export interface PodRecord extends PodIdentity {
    * failed polls do not count against it.
    */
   busy: string;
+  /** What the pod's `/api/version` last said, or "" until it has said anything. */
+  version: string;
+  /** The RKLlama server generation, told by {@linkcode version} (see {@linkcode generationOf}). */
+  generation: Generation;
   runtime: PodRuntime;
+}
+
+/**
+ * The RKLlama server generation: `fastapi` (API version 0.0.54, whose OpenAI
+ * streaming, `/v1/completions` and embeddings are broken), `flask` (0.0.70 on,
+ * RKLlama's main, whose OpenAI endpoints work), or `unknown` before the pod has
+ * told its version (or when it has none).
+ */
+export type Generation = "fastapi" | "flask" | "unknown";
+
+/**
+ * The generation of a pod whose `/api/version` says `version`: 0.0.70 and later is
+ * the Flask generation; an earlier version is the FastAPI one (0.0.54), or an older
+ * Flask server, which had fewer OpenAI endpoints still: either way one whose OpenAI
+ * layer the router must stand in for.
+ *
+ * @example
+ * ```ts
+ * generationOf("0.0.54"); // "fastapi"
+ * generationOf("0.0.74"); // "flask"
+ * ```
+ */
+export function generationOf(version: string): Generation {
+  const parts = /^v?(\d+)\.(\d+)\.(\d+)/.exec(version.trim());
+  if (!parts) return "unknown";
+  const [major, minor, patch] = parts.slice(1).map(Number);
+  const atLeast = major > 0 || minor > 0 || patch >= 70;
+  return atLeast ? "flask" : "fastapi";
 }
 
 /** What one poll of one pod found. */
@@ -89,6 +121,8 @@ export type PollResult =
     onDisk: ReadonlyMap<string, PodModelEntry>;
     loaded: ReadonlyMap<string, PodModelEntry>;
     otherModels: ReadonlySet<string>;
+    /** What `/api/version` said; undefined when it did not answer (the last word is kept). */
+    version?: string;
   }
   | { pod: string; ok: false; at: number; error: string };
 
@@ -223,6 +257,8 @@ export class Store {
       lastPollAt: 0,
       lastPollError: "",
       busy: "",
+      version: "",
+      generation: "unknown",
       runtime: old?.runtime ??
         {
           inflight: 0,
@@ -271,6 +307,8 @@ export class Store {
           unreachable: false,
           lastPollAt: result.at,
           lastPollError: "",
+          version: result.version ?? pod.version,
+          generation: generationOf(result.version ?? pod.version),
         });
       } else if (pod.busy !== "") {
         next.set(pod.name, { ...pod, lastPollError: `${result.error} (while ${pod.busy})` });

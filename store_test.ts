@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { effect } from "@preact/signals-core";
-import { isRoutable, podState, type PollResult, Store } from "./store.ts";
+import { generationOf, isRoutable, podState, type PollResult, Store } from "./store.ts";
 
 const models = (...names: string[]) => new Map(names.map((n) => [n, { name: n, model: n }]));
 
@@ -141,4 +141,25 @@ Deno.test("ejections in a row double in length, up to a cap, and an answer reset
   store.answered("a");
   store.ejectWithBackoff("a", 1000, "timeout", 0);
   assert.equal(store.pods.value.get("a")!.runtime.ejectedUntil, 1000);
+});
+
+Deno.test("generationOf() tells the Flask generation (0.0.70 on) from older servers", () => {
+  assert.equal(generationOf("0.0.54"), "fastapi");
+  assert.equal(generationOf("0.0.69"), "fastapi");
+  assert.equal(generationOf("0.0.70"), "flask");
+  assert.equal(generationOf("0.0.74"), "flask");
+  assert.equal(generationOf("0.1.0"), "flask");
+  assert.equal(generationOf("1.2.3-4"), "flask");
+  assert.equal(generationOf(""), "unknown");
+  assert.equal(generationOf("dev"), "unknown");
+});
+
+Deno.test("a poll that gets no version keeps the version the pod told before", () => {
+  const store = new Store();
+  store.upsertPod({ name: "a", node: "n", url: "http://a", ready: true });
+  store.applyPolls([{ ...okPoll("a", ["qwen"], []), version: "0.0.74" } as PollResult]);
+  store.applyPolls([okPoll("a", ["qwen"], [])]);
+  const [pod] = store.podList.value;
+  assert.equal(pod.version, "0.0.74");
+  assert.equal(pod.generation, "flask");
 });

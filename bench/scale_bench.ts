@@ -87,12 +87,16 @@ backend.urls.forEach((url, i) =>
 );
 const poller = new Poller(pollStore, { intervalMs: 60_000, timeoutMs: 10_000 });
 
-Deno.bench("poller: one round over 500 pods on loopback (3 requests each)", {
-  group: "poller",
-  n: 5,
-  warmup: 1,
-}, async () => {
-  await poller.pollAll();
-  const reached = pollStore.podList.value.filter((pod) => pod.reachable).length;
-  if (reached !== PODS) throw new Error(`the poller reached ${reached} of ${PODS} pods`);
-});
+Deno.bench(
+  "poller: one round over 500 pods on loopback (4 requests each: tags, ps, models, version)",
+  {
+    group: "poller",
+    n: 5,
+    warmup: 1,
+  },
+  async () => {
+    await poller.pollAll();
+    const reached = pollStore.podList.value.filter((pod) => pod.reachable).length;
+    if (reached !== PODS) throw new Error(`the poller reached ${reached} of ${PODS} pods`);
+  },
+);

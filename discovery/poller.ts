@@ -1,7 +1,8 @@
 /**
  * @module
  * Asks every pod what it has on disk (`GET /api/tags`, plus the image, speech and
- * transcription models only `GET /v1/models` lists) and loaded (`GET /api/ps`), all
+ * transcription models only `GET /v1/models` lists), loaded (`GET /api/ps`), and
+ * which server generation it is (`GET /api/version`, see store.ts), all
  * pods at once through a bounded pool, and writes each round to the store in one
  * update. Routing reads the store and never waits for a poll.
  */
@@ -93,13 +94,22 @@ export class Poller {
       this.#stopped.signal,
     ]);
     try {
-      const [tags, ps, openAI] = await Promise.all([
+      const [tags, ps, openAI, version] = await Promise.all([
         fetchModels(`${url}/api/tags`, signal),
         fetchModels(`${url}/api/ps`, signal),
         fetchOpenAIModels(`${url}/v1/models`, signal),
+        fetchVersion(`${url}/api/version`, signal),
       ]);
       const otherModels = new Set([...openAI].filter((id) => !tags.has(id)));
-      return { pod: name, ok: true, at: Date.now(), onDisk: tags, loaded: ps, otherModels };
+      return {
+        pod: name,
+        ok: true,
+        at: Date.now(),
+        onDisk: tags,
+        loaded: ps,
+        otherModels,
+        version,
+      };
     } catch (error) {
       const message = signal.aborted && !this.#stopped.signal.aborted
         ? `no answer within ${this.#options.timeoutMs} ms`
@@ -177,4 +187,20 @@ export async function fetchOpenAIModels(
       typeof id === "string" && id !== ""
     ),
   );
+}
+
+/**
+ * The version a pod's `/api/version` gives (`{"version": "0.0.54"}`), or undefined
+ * when it gives none: the version only chooses how OpenAI requests are served, so
+ * a pod without it still serves.
+ */
+export async function fetchVersion(url: string, signal: AbortSignal): Promise<string | undefined> {
+  const response = await fetch(url, { signal, headers: { accept: "application/json" } });
+  if (!response.ok) {
+    await response.body?.cancel();
+    return undefined;
+  }
+  const parsed: unknown = await response.json().catch(() => undefined);
+  const version = (parsed as { version?: unknown })?.version;
+  return typeof version === "string" ? version : undefined;
 }

@@ -89,3 +89,15 @@ Deno.test("a pod that refuses connections shows why, not just 'fetch failed'", a
   const [dead] = store.podList.value;
   assert.match(dead.lastPollError, /^fetch failed: .*Connection refused/);
 });
+
+Deno.test("a poll learns each pod's server generation from its /api/version", async () => {
+  await using cluster = await startSimCluster({
+    pods: [{ models: ["qwen"] }, { models: ["qwen"], flavor: "fl" }],
+  });
+  const store = storeFor(cluster.backends);
+  await new Poller(store, { intervalMs: 60_000, timeoutMs: 1000 }).pollAll();
+  assert.deepEqual(
+    store.podList.value.map((pod) => [pod.version, pod.generation]),
+    [["0.0.54", "fastapi"], ["0.0.74", "flask"]],
+  );
+});

@@ -155,6 +155,9 @@ function podDetails(pod: PodRecord, now: number): Record<string, unknown> {
     node_name: pod.node,
     ready: pod.ready,
     state: podState(pod, now),
+    // Which RKLlama server it is, by its /api/version: how OpenAI requests are served there.
+    version: pod.version || null,
+    generation: pod.generation,
     models: [...pod.loaded.keys()].sort(),
     model_count: pod.loaded.size,
     on_disk: [...pod.onDisk.keys()].sort(),

@@ -27,9 +27,13 @@ Deno.test("/router/status counts pods and models and says how each pod is doing"
 
 Deno.test("/router/pods and /router/models show what is where", async () => {
   await using world = await startWorld({
-    pods: [{ models: ["qwen", "phi"], loaded: ["qwen"] }, { models: ["qwen"] }],
+    pods: [{ models: ["qwen", "phi"], loaded: ["qwen"] }, { flavor: "fl", models: ["qwen"] }],
   });
   const pods = (await (await fetch(`${world.url}/router/pods`)).json()).pods;
+  assert.deepEqual(
+    pods.map((p: { version: string; generation: string }) => [p.version, p.generation]),
+    [["0.0.54", "fastapi"], ["0.0.74", "flask"]],
+  );
   assert.deepEqual(pods[0].models, ["qwen"]);
   assert.deepEqual(pods[0].on_disk, ["phi", "qwen"]);
   assert.equal(pods[0].model_count, 1);

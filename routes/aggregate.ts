@@ -3,6 +3,8 @@
  * The cluster seen as one server: `/api/tags`, `/api/ps`, `/v1/models` and
  * `/v1/models/{id}` answered from the store, in Ollama's and OpenAI's shapes.
  * Only pods that answer polls are counted: a model on an unreachable pod cannot be served.
+ * Models are listed as Ollama lists them, with a tag (`qwen2.5-1.5b:latest`): clients
+ * check names against the list, and the router takes either form (pods get theirs).
  */
 
 import { Hono } from "hono";
@@ -27,7 +29,8 @@ export function aggregateRoutes(store: Store): Hono {
     if (!found) {
       return errorResponse(c.req.path, 404, `The model '${id}' does not exist`);
     }
-    return c.json(openAIModel(found));
+    // As Ollama answers: the model under the id it was asked for.
+    return c.json({ ...openAIModel(found), id });
   });
   return app;
 }
@@ -71,10 +74,25 @@ function openAIModels(store: Store): NamedEntry[] {
   return models.sort((a, b) => a.name.localeCompare(b.name));
 }
 
+/**
+ * A model's name as Ollama lists it: with its tag, `:latest` when it has none.
+ * RKLlama names models by directory, untagged; Ollama clients compare names in
+ * that form (langchain-ollama refuses `x:latest` that the list calls `x`).
+ *
+ * @example
+ * ```ts
+ * ollamaName("qwen2.5-1.5b"); // "qwen2.5-1.5b:latest"
+ * ollamaName("qwen:7b"); // "qwen:7b"
+ * ```
+ */
+export function ollamaName(name: string): string {
+  return name.includes(":") ? name : `${name}:latest`;
+}
+
 function tagEntry({ name, entry }: NamedEntry): Record<string, unknown> {
   return {
-    name,
-    model: name,
+    name: ollamaName(name),
+    model: ollamaName(name),
     modified_at: entry.modified_at ?? "",
     size: entry.size ?? 0,
     digest: entry.digest ?? "",
@@ -85,7 +103,7 @@ function tagEntry({ name, entry }: NamedEntry): Record<string, unknown> {
 function openAIModel({ name, entry }: NamedEntry): Record<string, unknown> {
   const modified = Date.parse(String(entry.modified_at ?? ""));
   return {
-    id: name,
+    id: ollamaName(name),
     object: "model",
     created: Number.isFinite(modified) ? Math.floor(modified / 1000) : 0,
     owned_by: "rkllama",
@@ -99,8 +117,8 @@ function loadedModels(store: Store): Record<string, unknown>[] {
     for (const [name, entry] of [...pod.loaded].sort(([a], [b]) => a.localeCompare(b))) {
       models.push({
         ...entry,
-        name,
-        model: name,
+        name: ollamaName(name),
+        model: ollamaName(name),
         size: entry.size ?? 0,
         digest: entry.digest ?? "",
         details: entry.details ?? {},

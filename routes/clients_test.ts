@@ -12,11 +12,12 @@ import type { SimEvent, SimPod } from "../sim/pod.ts";
 
 const HI = [{ role: "user" as const, content: "hi" }];
 
-/** Requests a pod received other than the router's polls of `/api/tags` and `/api/ps`. */
+/** The paths the router polls. */
+const POLLS = ["/api/tags", "/api/ps", "/v1/models", "/api/version"];
+
+/** Requests a pod received other than the router's polls. */
 function clientRequests(pod: SimPod): SimEvent[] {
-  return pod.events.filter((e) =>
-    e.type === "request" && !["/api/tags", "/api/ps", "/v1/models"].includes(e.path ?? "")
-  );
+  return pod.events.filter((e) => e.type === "request" && !POLLS.includes(e.path ?? ""));
 }
 
 /**
@@ -63,9 +64,14 @@ Deno.test("the ollama client lists the models on disk across all pods, each once
     ],
   });
   const { models } = await ollamaFor(world).list();
-  assert.deepEqual(models.map((m) => m.name), ["llama3.2-1b", "phi", "qwen2.5-1.5b"]);
-  const qwen = models.find((m) => m.name === "qwen2.5-1.5b")!;
-  assert.equal(qwen.model, "qwen2.5-1.5b");
+  // As Ollama lists untagged models: clients check names against this list.
+  assert.deepEqual(models.map((m) => m.name), [
+    "llama3.2-1b:latest",
+    "phi:latest",
+    "qwen2.5-1.5b:latest",
+  ]);
+  const qwen = models.find((m) => m.name === "qwen2.5-1.5b:latest")!;
+  assert.equal(qwen.model, "qwen2.5-1.5b:latest");
   assert.equal(qwen.details.format, "rkllm");
   assert.equal(qwen.details.parameter_size, "1.5B");
   assert.ok(Number.isFinite(Date.parse(String(qwen.modified_at))));
@@ -82,7 +88,7 @@ Deno.test("the ollama client's ps shows every loaded copy, with the pod that hol
   // The router's additions, which the client's types do not know about.
   const placed = models as unknown as { pod_name: string; node_name: string }[];
   const seen = models.map((m, i) => `${m.name}@${placed[i].pod_name}`);
-  assert.deepEqual(seen.sort(), ["phi@rk-0", "qwen@rk-0", "qwen@rk-1"]);
+  assert.deepEqual(seen.sort(), ["phi:latest@rk-0", "qwen:latest@rk-0", "qwen:latest@rk-1"]);
   assert.ok(placed.every((m) => typeof m.node_name === "string" && m.node_name !== ""));
   for (const model of models) {
     assert.equal(model.details.format, "rkllm");
@@ -151,7 +157,9 @@ Deno.test("the ollama client's show describes a model from the pod that has it",
 });
 
 Deno.test("the ollama client's embed returns one vector per input", async () => {
-  await using world = await startWorld({ pods: [{ models: ["bge"], loaded: ["bge"] }] });
+  await using world = await startWorld({
+    pods: [{ flavor: "fl", models: ["bge"], loaded: ["bge"] }],
+  });
   const ollama = ollamaFor(world);
   const result = await ollama.embed({ model: "bge", input: ["alpha", "beta", "alpha"] });
   assert.equal(result.model, "bge");
@@ -248,7 +256,7 @@ Deno.test("a cold model on two pods serves concurrent ollama generate calls, loa
   for (const pod of world.cluster.pods) assert.equal(pod.orphanedWorkers, 0);
   await world.router.poller.pollAll();
   const loaded = (await ollama.ps()).models;
-  assert.deepEqual(loaded.map((m) => m.name), ["qwen"]);
+  assert.deepEqual(loaded.map((m) => m.name), ["qwen:latest"]);
 });
 
 Deno.test("the ollama client reads Flask-generation pods like FastAPI ones", async () => {
@@ -256,8 +264,8 @@ Deno.test("the ollama client reads Flask-generation pods like FastAPI ones", asy
     pods: [{ flavor: "fl", models: ["qwen", "phi"], loaded: ["qwen"], tokens: ["ok", "!"] }],
   });
   const ollama = ollamaFor(world);
-  assert.deepEqual((await ollama.list()).models.map((m) => m.name), ["phi", "qwen"]);
-  assert.deepEqual((await ollama.ps()).models.map((m) => m.name), ["qwen"]);
+  assert.deepEqual((await ollama.list()).models.map((m) => m.name), ["phi:latest", "qwen:latest"]);
+  assert.deepEqual((await ollama.ps()).models.map((m) => m.name), ["qwen:latest"]);
   const reply = await ollama.chat({ model: "qwen", messages: HI });
   assert.equal(reply.message.content, "ok!");
   const stream = await ollama.generate({ model: "qwen", prompt: "hi", stream: true });
@@ -282,7 +290,7 @@ Deno.test("the openai client lists and retrieves the models on disk across all p
     assert.equal(model.owned_by, "rkllama");
     ids.push(model.id);
   }
-  assert.deepEqual(ids, ["bge", "phi", "qwen"]);
+  assert.deepEqual(ids, ["bge:latest", "phi:latest", "qwen:latest"]);
   const qwen = await openai.models.retrieve("qwen");
   assert.equal(qwen.id, "qwen");
   assert.equal(qwen.object, "model");
@@ -339,10 +347,75 @@ Deno.test("the openai client's streamed chat completion adds up to the whole rep
   assert.equal(deltas.join(""), "The sky is blue.");
   assert.deepEqual(finishes, ["stop"]);
   assert.equal(usage?.completion_tokens, 4);
+  // A FastAPI-generation board's own OpenAI stream is empty: the router spoke it.
+  assert.deepEqual(clientRequests(world.cluster.pods[0]).map((e) => e.path), ["/api/chat"]);
+});
+
+Deno.test("the openai client's completions work streaming and not on both board generations", async () => {
+  await using world = await startWorld({
+    pods: [
+      { models: ["qwen"], loaded: ["qwen"], tokens: ["a", "b"] },
+      { flavor: "fl", models: ["phi"], loaded: ["phi"], tokens: ["c", "d"] },
+    ],
+  });
+  const openai = openAIFor(world);
+  for (const [model, text] of [["qwen", "ab"], ["phi", "cd"]]) {
+    const whole = await openai.completions.create({ model, prompt: "hi", max_tokens: 8 });
+    assert.equal(whole.choices[0].text, text, model);
+    assert.equal(whole.choices[0].finish_reason, "stop", model);
+    const stream = await openai.completions.create({ model, prompt: "hi", stream: true });
+    let streamed = "";
+    for await (const chunk of stream) streamed += chunk.choices[0]?.text ?? "";
+    assert.equal(streamed, text, model);
+  }
+  assert.deepEqual(
+    world.cluster.pods.map((pod) => clientRequests(pod).map((e) => e.path)),
+    [["/api/generate", "/api/generate"], ["/v1/completions", "/v1/completions"]],
+  );
+});
+
+Deno.test("the openai client streams a chat completion with tools from a FastAPI-generation board", async () => {
+  await using world = await startWorld({
+    pods: [{ models: ["qwen"], loaded: ["qwen"], tokens: ["The", " sky"] }],
+  });
+  const tools: OpenAI.ChatCompletionTool[] = [{
+    type: "function",
+    function: { name: "weather", parameters: { type: "object", properties: {} } },
+  }];
+  const stream = await openAIFor(world).chat.completions.create({
+    model: "qwen",
+    messages: HI,
+    tools,
+    stream: true,
+  });
+  let text = "";
+  const finishes: string[] = [];
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.delta.content ?? "";
+    if (chunk.choices[0]?.finish_reason) finishes.push(chunk.choices[0].finish_reason);
+  }
+  assert.equal(text, "The sky");
+  assert.deepEqual(finishes, ["stop"]);
+  // Its /api/chat fails on tools: its own OpenAI chat was asked, not streaming.
+  const [request] = clientRequests(world.cluster.pods[0]);
+  assert.equal(request.path, "/v1/chat/completions");
+});
+
+Deno.test("a bad OpenAI request to a FastAPI-generation board is the openai client's BadRequestError", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
+  const openai = openAIFor(world);
+  const error = await rejection(() =>
+    openai.completions.create({ model: "qwen", prompt: ["one", "two"] })
+  );
+  assert.ok(error instanceof OpenAI.BadRequestError);
+  assert.equal(error.message, "400 'prompt' must be a string (one prompt per request)");
+  assert.deepEqual(clientRequests(world.cluster.pods[0]), []);
 });
 
 Deno.test("the openai client's embeddings come back as numbers for the model asked", async () => {
-  await using world = await startWorld({ pods: [{ models: ["qwen"] }, { models: ["bge"] }] });
+  await using world = await startWorld({
+    pods: [{ models: ["qwen"] }, { flavor: "fl", models: ["bge"] }],
+  });
   const openai = openAIFor(world);
   const first = await openai.embeddings.create({ model: "bge", input: "alpha" });
   const again = await openai.embeddings.create({ model: "bge", input: "alpha" });
@@ -357,8 +430,60 @@ Deno.test("the openai client's embeddings come back as numbers for the model ask
   assert.deepEqual(clientRequests(world.cluster.pods[0]), []);
   assert.deepEqual(
     clientRequests(world.cluster.pods[1]).map((e) => e.path),
-    Array(3).fill("/v1/embeddings"),
+    // Through the board's /api/embed: its /v1/embeddings flattens a batch.
+    Array(3).fill("/api/embed"),
   );
+});
+
+Deno.test("the openai client gets one embedding per input of a batch, in order", async () => {
+  await using world = await startWorld({ pods: [{ flavor: "fl", models: ["bge"] }] });
+  const openai = openAIFor(world);
+  const batch = await openai.embeddings.create({ model: "bge", input: ["alpha", "beta"] });
+  const alpha = await openai.embeddings.create({ model: "bge", input: "alpha" });
+  const floats = await openai.embeddings.create({
+    model: "bge",
+    input: ["alpha", "beta"],
+    encoding_format: "float",
+  });
+  assert.deepEqual(batch.data.map((d) => d.index), [0, 1]);
+  assert.deepEqual(batch.data[0].embedding, alpha.data[0].embedding);
+  assert.notDeepEqual(batch.data[1].embedding, batch.data[0].embedding);
+  // The SDK asks for base64 unless told; the numbers are the same either way (as float32).
+  assert.deepEqual(
+    floats.data.map((d) => d.embedding.map((x) => Math.fround(x))),
+    batch.data.map((d) => d.embedding),
+  );
+});
+
+Deno.test("embeddings on a model only FastAPI-generation boards hold are a 501 saying why", async () => {
+  await using world = await startWorld({
+    pods: [{ models: ["qwen"] }, { flavor: "fl", models: ["qwen", "bge"] }, { models: ["phi"] }],
+  });
+  const openai = openAIFor(world);
+  const error = await rejection(() => openai.embeddings.create({ model: "phi", input: "hi" }));
+  assert.ok(error instanceof OpenAI.APIError);
+  assert.equal(error.status, 501);
+  assert.match(error.message, /only on FastAPI-generation RKLlama boards \(rk-2\)/);
+  const ollama = ollamaFor(world);
+  const refused = await rejection(() => ollama.embed({ model: "phi", input: "hi" })) as Error & {
+    status_code?: number;
+  };
+  assert.equal(refused.status_code, 501);
+  // A model on both generations is embedded by the Flask one.
+  for (let i = 0; i < 3; i++) await ollama.embed({ model: "qwen", input: "hi" });
+  assert.deepEqual(clientRequests(world.cluster.pods[0]), []);
+  assert.deepEqual(
+    clientRequests(world.cluster.pods[1]).map((e) => e.path),
+    Array(3).fill("/api/embed"),
+  );
+});
+
+Deno.test("the ollama client's legacy embeddings() gets one vector in the legacy shape", async () => {
+  await using world = await startWorld({ pods: [{ flavor: "fl", models: ["bge"] }] });
+  const ollama = ollamaFor(world);
+  const legacy = await ollama.embeddings({ model: "bge:latest", prompt: "alpha" });
+  const current = await ollama.embed({ model: "bge", input: "alpha" });
+  assert.deepEqual(legacy.embedding, current.embeddings[0]);
 });
 
 Deno.test("an unknown model makes the openai client raise a 404 naming the model", async () => {
@@ -384,7 +509,7 @@ Deno.test("an unknown model makes the openai client raise a 404 naming the model
 
 Deno.test("a pod that breaks an OpenAI stream makes the openai client raise, not end quietly", async () => {
   await using world = await startWorld({
-    pods: [{ models: ["qwen"], loaded: ["qwen"], brokenOpenAIStream: true }],
+    pods: [{ flavor: "fl", models: ["qwen"], loaded: ["qwen"], brokenOpenAIStream: true }],
   });
   const stream = await openAIFor(world).chat.completions.create({
     model: "qwen",

@@ -32,6 +32,8 @@ function pod(
     lastPollAt: NOW,
     lastPollError: "",
     busy: "",
+    version: "0.0.54",
+    generation: "fastapi",
     runtime: {
       inflight: state.inflight ?? 0,
       ejectedUntil: state.ejectedUntil ?? 0,

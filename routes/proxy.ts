@@ -41,6 +41,7 @@ import {
 import { modelLabel, routeLabel, type RouterMetrics } from "../metrics.ts";
 import { isAdmin } from "./admin_auth.ts";
 import { type Deadline, deadlines } from "./deadlines.ts";
+import { mayTranslate, type Translation, translationFor, unsupportedOn } from "./openai_compat.ts";
 
 const log = logger("proxy");
 
@@ -274,6 +275,10 @@ class Proxy {
       outcome.model = model;
     }
     const exclude = new Set<string>();
+    if (model !== undefined) {
+      const refusal = this.#leaveOutUnable(path, model, exclude);
+      if (refusal) return errorResponse(path, 501, refusal);
+    }
     for (let attempt = 1;; attempt++) {
       let choice = this.#choose(model, exclude);
       if (
@@ -333,6 +338,26 @@ class Proxy {
     }
   }
 
+  /**
+   * Adds to `exclude` the pods holding `model` that cannot serve `path` at all
+   * (embeddings on the FastAPI generation); says why when no other pod holds it.
+   */
+  #leaveOutUnable(path: string, model: string, exclude: Set<string>): string | undefined {
+    // Most paths are served by every generation: nothing to look at.
+    if (!unsupportedOn(path, "fastapi")) return undefined;
+    const { store } = this.#options;
+    const holders = [
+      ...(store.loadedOn.value.get(model) ?? []),
+      ...(store.onDiskOn.value.get(model) ?? []),
+    ];
+    const unable = holders.filter((pod) => unsupportedOn(path, pod.generation));
+    if (unable.length === 0) return undefined;
+    for (const pod of unable) exclude.add(pod.name);
+    if (holders.some((pod) => !exclude.has(pod.name))) return undefined;
+    const names = [...new Set(unable.map((pod) => pod.name))].join(", ");
+    return `model '${model}' is only on FastAPI-generation RKLlama boards (${names}), whose embeddings always fail; put it on a Flask-generation board (RKLlama API 0.0.70 or later) to embed with it`;
+  }
+
   #choose(model: string | undefined, exclude: ReadonlySet<string>): Choice {
     const { store } = this.#options;
     return pick({
@@ -377,6 +402,24 @@ class Proxy {
       // `curl -d '{...}'` labels JSON as a form, fetch() as text/plain; FastAPI pods
       // refuse both with 422, Flask pods ignore the label. Say what it is.
       setHeader(headers, "content-type", "application/json");
+    }
+    let translation: Translation | undefined;
+    if (model !== undefined && source.from === "json" && body && mayTranslate(path)) {
+      // The board's own endpoint is broken or answers in another shape: the router
+      // speaks it for the board, through its Ollama endpoints (openai_compat.ts).
+      const generation = this.#options.store.pods.peek().get(podName)?.generation ?? "unknown";
+      try {
+        translation = translationFor(path, generation, JSON.parse(lenient.decode(body)), model);
+      } catch (error) {
+        if (!(error instanceof BadRequest)) throw error;
+        endLoad?.(false);
+        return errorResponse(url.pathname, error.status, error.message);
+      }
+      if (translation) {
+        path = translation.path;
+        outgoing = translation.body;
+        setHeader(headers, "content-type", "application/json");
+      }
     }
     const target = podUrl + path + url.search;
     const abort = new AbortController();
@@ -443,6 +486,7 @@ class Proxy {
       firstByte.cancel();
       probe.cancel();
     }
+    if (translation) upstream = await translation.answer(upstream);
     if (upstream.status < 500) this.#options.store.answered(podName);
     endLoad?.(upstream.ok);
     if (endLoad) this.#options.repoll(podName);
@@ -740,6 +784,8 @@ async function rewriteModel(
   }
   return { path, outgoing: body };
 }
+
+const lenient = new TextDecoder();
 
 function isJsonLabelled(headers: HeaderList): boolean {
   const type = (headerOf(headers, "content-type") ?? "").split(";")[0].trim().toLowerCase();

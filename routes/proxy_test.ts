@@ -428,9 +428,12 @@ Deno.test("image, speech and transcription models that only /v1/models lists are
   await response.body?.cancel();
   assert.equal(requestsTo(world.cluster.pods[1], "/v1/audio/transcriptions").length, 1);
   const tags = await (await fetch(`${world.url}/api/tags`)).json();
-  assert.deepEqual(tags.models.map((m: { name: string }) => m.name), ["qwen"]);
+  assert.deepEqual(tags.models.map((m: { name: string }) => m.name), ["qwen:latest"]);
   const models = await (await fetch(`${world.url}/v1/models`)).json();
-  assert.deepEqual(models.data.map((m: { id: string }) => m.id), ["qwen", "whisper-small"]);
+  assert.deepEqual(models.data.map((m: { id: string }) => m.id), [
+    "qwen:latest",
+    "whisper-small:latest",
+  ]);
 });
 
 Deno.test("JSON that curl -d labels as a form reaches the pod labelled as JSON, model or not", async () => {

@@ -50,7 +50,10 @@ export interface SimPodOptions {
   tokenDelayMs?: number;
   /** Reply tokens (default ["Hello", " world", "!"]). */
   tokens?: string[];
-  /** FA bug: streaming OpenAI routes send SSE headers, then the connection aborts (default false). */
+  /**
+   * FA bug: streaming OpenAI routes send SSE headers, then the connection aborts
+   * (default: on for FA, as the real server does; off for FL).
+   */
   brokenOpenAIStream?: boolean;
   /**
    * FL: how long a request for a model whose worker died (its streaming client left)
@@ -613,7 +616,7 @@ class Pod implements SimPod {
     this.#loadDelayMs = options.loadDelayMs ?? 50;
     this.#tokenDelayMs = options.tokenDelayMs ?? 5;
     this.#tokens = options.tokens ?? ["Hello", " world", "!"];
-    this.#brokenOpenAIStream = options.brokenOpenAIStream ?? false;
+    this.#brokenOpenAIStream = options.brokenOpenAIStream ?? (options.flavor ?? "fa") === "fa";
     this.#workerReapMs = options.workerReapMs ?? 60_000;
     this.hostname = hostname;
     for (const entry of options.models) {
@@ -821,7 +824,9 @@ class Pod implements SimPod {
       response.headers.set("x-request-id", id);
       response.headers.append("x-request-id", id);
     } else {
-      // Werkzeug's development server takes one request per connection.
+      // flask-cors, allowing every origin, on every answer; and Werkzeug's
+      // development server takes one request per connection.
+      response.headers.set("access-control-allow-origin", "*");
       response.headers.set("connection", "close");
     }
     return response;
@@ -1500,6 +1505,12 @@ class Pod implements SimPod {
     if ((kind === "chat" || kind === "openai-chat") && fa && !Array.isArray(body.messages)) {
       return this.#missingField("messages", body);
     }
+    // FA's /api/chat hands tools to the chat template as pydantic objects, which it refuses.
+    if (kind === "chat" && fa && Array.isArray(body.tools) && body.tools.length > 0) {
+      return this.#plainServerError();
+    }
+    // FA's /v1/completions handler fails on every request (an uncaught exception).
+    if (kind === "openai-completion" && fa) return this.#plainServerError();
     try {
       await this.#autoLoad(name, exchange);
     } catch (error) {
@@ -1780,6 +1791,9 @@ class Pod implements SimPod {
         ? this.#missingField("input", body)
         : this.#error(400, "Missing input");
     }
+    // FA hands the input to its chat template as if it were messages, which fails
+    // for every input it accepts (a string or a list of strings).
+    if (fa) return this.#plainServerError();
     const startedAt = performance.now();
     try {
       await this.#autoLoad(name, exchange);
@@ -1792,7 +1806,7 @@ class Pod implements SimPod {
     const vectors = inputs.map(embeddingFor);
     const promptTokens = inputs.reduce((sum, text) => sum + Math.max(1, wordCount(text)), 0);
     if (style === "openai") {
-      // Both generations flatten a batch into a single embedding.
+      // FL flattens a batch into a single embedding.
       return this.#json({
         object: "list",
         data: [{ object: "embedding", embedding: vectors.flat(), index: 0 }],

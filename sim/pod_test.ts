@@ -195,7 +195,7 @@ Deno.test("a generate request without streaming returns one object with the resp
 });
 
 Deno.test("an OpenAI chat stream sends SSE frames and ends with [DONE]", async () => {
-  await withPod({ loaded: ["qwen-1.5b"] }, async (pod) => {
+  await withPod({ flavor: "fl", loaded: ["qwen-1.5b"] }, async (pod) => {
     const response = await postJson(`${pod.url}/v1/chat/completions`, {
       model: "qwen-1.5b",
       stream: true,
@@ -240,8 +240,8 @@ Deno.test("OpenAI chat does not stream by default and answers a chat.completion"
   });
 });
 
-Deno.test("a broken FA OpenAI stream sends SSE headers and then drops the connection", async () => {
-  await withPod({ loaded: ["qwen-1.5b"], brokenOpenAIStream: true }, async (pod) => {
+Deno.test("FA's OpenAI stream sends SSE headers and then drops the connection, as the real one", async () => {
+  await withPod({ loaded: ["qwen-1.5b"] }, async (pod) => {
     const response = await postJson(`${pod.url}/v1/chat/completions`, {
       model: "qwen-1.5b",
       stream: true,
@@ -523,6 +523,7 @@ Deno.test("FL answers errors with error bodies and HTML pages", async () => {
 
     const version = await fetch(`${pod.url}/api/version`);
     assert.equal(version.headers.get("x-process-time"), null);
+    assert.equal(version.headers.get("access-control-allow-origin"), "*");
     assert.equal(await version.text(), '{"version":"0.0.74"}\n');
 
     const tags = await (await fetch(`${pod.url}/api/tags`)).json();
@@ -601,8 +602,8 @@ Deno.test("the load and unload endpoints answer with RKLlama's bodies", async ()
   });
 });
 
-Deno.test("embeddings give one vector per input", async () => {
-  await withPod({ loaded: ["qwen-1.5b"] }, async (pod) => {
+Deno.test("FL embeddings: /api/embed one vector per input, the legacy path in its shape, OpenAI batches flattened", async () => {
+  await withPod({ flavor: "fl", loaded: ["qwen-1.5b"] }, async (pod) => {
     const ollama = await (await postJson(`${pod.url}/api/embed`, {
       model: "qwen-1.5b",
       input: ["one", "two"],
@@ -611,13 +612,45 @@ Deno.test("embeddings give one vector per input", async () => {
     assert.equal(ollama.embeddings.length, 2);
     assert.notDeepEqual(ollama.embeddings[0], ollama.embeddings[1]);
 
+    // As the real FL server: the legacy path answers /api/embed's shape, not {"embedding"}.
+    const legacy = await (await postJson(`${pod.url}/api/embeddings`, {
+      model: "qwen-1.5b",
+      prompt: "one",
+    })).json();
+    assert.deepEqual(legacy.embeddings, [ollama.embeddings[0]]);
+    assert.equal(legacy.embedding, undefined);
+
     const openAI = await (await postJson(`${pod.url}/v1/embeddings`, {
       model: "qwen-1.5b",
-      input: "one",
+      input: ["one", "two"],
     })).json();
     assert.equal(openAI.object, "list");
-    assert.deepEqual(openAI.data[0].embedding, ollama.embeddings[0]);
+    assert.equal(openAI.data.length, 1);
+    assert.deepEqual(openAI.data[0].embedding, ollama.embeddings.flat());
     assert.equal(pod.events.filter(ofType("generation-start")).length, 0);
+  });
+});
+
+Deno.test("FA embeddings, /v1/completions and /api/chat with tools fail with a plain 500, as the real ones", async () => {
+  await withPod({ loaded: ["qwen-1.5b"] }, async (pod) => {
+    const requests: [string, Record<string, unknown>][] = [
+      ["/api/embed", { input: ["one", "two"] }],
+      ["/api/embed", { input: "one" }],
+      ["/api/embeddings", { prompt: "one" }],
+      ["/v1/embeddings", { input: "one" }],
+      ["/v1/completions", { prompt: "one" }],
+      ["/api/chat", {
+        ...CHAT,
+        stream: false,
+        tools: [{ type: "function", function: { name: "f" } }],
+      }],
+    ];
+    for (const [path, body] of requests) {
+      const response = await postJson(`${pod.url}${path}`, { model: "qwen-1.5b", ...body });
+      assert.equal(response.status, 500, path);
+      assert.equal(response.headers.get("content-type"), "text/plain; charset=utf-8");
+      assert.equal(await response.text(), "Internal Server Error");
+    }
   });
 });
 

@@ -696,7 +696,10 @@ async function scenarios(t: Deno.TestContext, kube: ControlPlane): Promise<boole
       for (const router of routers) {
         await router.waitLog(podGone("rk-2"), "rk-2 gone");
         const tags = await (await fetch(`${router.url}/api/tags`)).json();
-        assert.deepEqual(tags.models.map((m: { name: string }) => m.name), ["phi", "qwen2.5-1.5b"]);
+        assert.deepEqual(tags.models.map((m: { name: string }) => m.name), [
+          "phi:latest",
+          "qwen2.5-1.5b:latest",
+        ]);
       }
     });
 
