@@ -128,6 +128,12 @@ export async function startRealServer(
       return body.models.map((model) => model.name).sort();
     },
     async start() {
+      // start.sh takes any server answering at the address for its own.
+      const squatter = await fetch(`${server.url}/api/version`).then(
+        (response) => response.body?.cancel().then(() => true),
+        () => false,
+      );
+      if (squatter) throw new Error(`${server.url} is taken by another server; stop it first`);
       const started = await new Deno.Command(`${REAL_DIR}start.sh`, {
         args: [options.host, String(port), options.flavor, disk],
         env,
