@@ -18,7 +18,7 @@ import {
   loadsModel,
   type ModelSource,
   needsModel,
-  replaceTopLevelString,
+  replaceJsonModel,
   resolveModel,
   unloads,
 } from "./model_name.ts";
@@ -691,12 +691,8 @@ async function rewriteModel(
     return { path, outgoing: form };
   }
   if (source.from === "json" && body) {
-    const text = new TextDecoder().decode(body);
-    const replaced = replaceTopLevelString(text, source.key, model);
-    if (replaced !== undefined) {
-      if (!isJsonLabelled(headers)) setHeader(headers, "content-type", "application/json");
-      return { path, outgoing: replaced };
-    }
+    if (!isJsonLabelled(headers)) setHeader(headers, "content-type", "application/json");
+    return { path, outgoing: replaceJsonModel(body, source, model) };
   }
   return { path, outgoing: body };
 }

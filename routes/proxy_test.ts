@@ -119,7 +119,7 @@ Deno.test("a client that disconnects mid-stream cancels the generation on the po
 Deno.test("malformed JSON, a model of the wrong type and a missing model are 400s with JSON errors", async () => {
   await using world = await startWorld({ pods: [{ models: ["qwen"] }] });
   const cases: [string, string][] = [
-    ["{not json", "the request body is not valid JSON"],
+    ["{not json", "the request body is not valid JSON: expected a key in double quotes at byte 1"],
     ['{"model": 7}', "'model' must be a string, got a number"],
     ['{"messages": []}', "model is required"],
   ];
