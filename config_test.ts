@@ -130,3 +130,16 @@ Deno.test("an admin token with spaces or only blanks stops the router instead of
   const parsed = parseConfig(["--admin-token", "s3cret-Token_1"], () => undefined);
   assert.equal(parsed.help ? "" : parsed.config.adminToken, "s3cret-Token_1");
 });
+
+Deno.test("parseConfig() refuses an empty --backends or ROUTER_BACKENDS instead of discovering pods", () => {
+  for (
+    const [args, env] of [[["--backends", ""], {}], [["--backends= , "], {}], [[], {
+      ROUTER_BACKENDS: "",
+    }]] as const
+  ) {
+    assert.throws(() => parseConfig(args, (name) => (env as Record<string, string>)[name]), {
+      name: "ConfigError",
+      message: /at least one URL or NAME=URL/,
+    });
+  }
+});

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { chatStatus, postJson, startWorld } from "../sim/fixture.ts";
 import type { SimPod } from "../sim/pod.ts";
 import { parseConfig } from "../config.ts";
-import { startRouter } from "../main.ts";
+import { startRouter } from "../router.ts";
 
 const CHAT = { messages: [{ role: "user", content: "hi" }] };
 
