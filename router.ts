@@ -65,6 +65,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   // URL); the routes and the metrics read it through this holder.
   const started: { placement?: Placement } = {};
   const metrics = new RouterMetrics(store, () => started.placement?.gauges());
+  store.onRemove = (pod) => void metrics.forgetPod(pod);
   store.onEject = (pod, until, reason) => {
     metrics.ejected(pod);
     log.warn("pod {pod} ejected for {ejectMs} ms: {reason}", {
@@ -176,9 +177,15 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     port: config.port,
     hostname: config.host,
     onListen: () => {},
+    // Deno's default prints the error as text among the JSON lines.
+    onError: (error) => unexpected("", error instanceof Error ? error : new Error(String(error))),
   }, (request, info) => {
     // An inference path exactly as written is already as the pod will see it.
     if (proxy.isInference(request)) return proxied(request);
+    // Over HTTP/2, `*` (but for OPTIONS) arrives with no path at all: not a URL.
+    if (!URL.canParse(request.url)) {
+      return errorResponse("/", 400, "the request target must be a path, such as /api/tags");
+    }
     // Routing, the admin check and the proxy all see the path the pod will see.
     const canonical = canonicalUrl(request.url);
     if (canonical === undefined) return app.fetch(request, info);

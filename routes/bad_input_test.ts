@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import { startWorld } from "../sim/fixture.ts";
 import type { TestWorld } from "../sim/fixture.ts";
 import { jsonBodyOf, rawExchange, statusOf } from "../sim/raw_http.ts";
@@ -344,4 +345,22 @@ Deno.test("a 64 MiB body built to be slow to parse is refused while /health answ
   assert.ok(deep.slowestHealthMs < 500, `/health took ${deep.slowestHealthMs} ms`);
   assert.ok(wide.slowestHealthMs < 500, `/health took ${wide.slowestHealthMs} ms`);
   await assertHealthy(world);
+});
+
+Deno.test("over HTTP/2 a request for * is a 400, as over HTTP/1.1", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }] });
+  const client = http2.connect(world.url);
+  try {
+    const status = await new Promise<number>((resolve, reject) => {
+      const stream = client.request({ ":method": "GET", ":path": "*" });
+      stream.on("response", (headers) => resolve(Number(headers[":status"])));
+      stream.on("error", reject);
+      stream.resume();
+    });
+    assert.equal(status, 400);
+  } finally {
+    client.close();
+  }
+  const raw = await rawExchange(world.url, encoder.encode("GET * HTTP/1.1\r\nHost: x\r\n\r\n"));
+  assert.equal(statusOf(raw), 400);
 });

@@ -36,7 +36,7 @@ import {
   upstreamHeaders,
 } from "./upstream.ts";
 import { modelLabel, routeLabel, type RouterMetrics } from "../metrics.ts";
-import { isAdmin } from "./admin_auth.ts";
+import { dropToken } from "./admin_auth.ts";
 import { type Deadline, deadlines } from "./deadlines.ts";
 
 const log = logger("proxy");
@@ -352,10 +352,7 @@ class Proxy {
     const { model } = outcome;
     const headers = upstreamHeaders(request.headers);
     const { adminToken } = this.#options;
-    if (adminToken && isAdmin(headerOf(headers, "authorization") ?? null, adminToken)) {
-      // The token is the router's: boards need none, and none of them should learn it.
-      setHeader(headers, "authorization", undefined);
-    }
+    if (adminToken) dropToken(headers, adminToken);
     const requestId = requestIdOf(request);
     if (requestId) setHeader(headers, "x-request-id", requestId);
     let path = url.pathname;
