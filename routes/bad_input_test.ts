@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import http2 from "node:http2";
 import { startWorld } from "../sim/fixture.ts";
 import type { TestWorld } from "../sim/fixture.ts";
-import { jsonBodyOf, rawExchange, statusOf } from "../sim/raw_http.ts";
+import { jsonBodyOf, rawExchange, rawUntilClosed, statusOf } from "../sim/raw_http.ts";
 
 const encoder = new TextEncoder();
 
@@ -37,6 +37,21 @@ Deno.test("a body that trickles in is cut off after --body-timeout with a JSON 4
   assert.deepEqual(jsonBodyOf(raw), {
     error: "the request body did not arrive within 200 ms",
   });
+  await assertHealthy(world);
+});
+
+Deno.test("a declared body over twice --max-body gets a 413 and its connection closed, not read on", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }] }, { maxBodyBytes: 1024 });
+  const { text, closed } = await rawUntilClosed(
+    world.url,
+    encoder.encode(
+      `POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: ${2 ** 30}\r\n\r\n{"model":"qwen"`,
+    ),
+    5000,
+  );
+  assert.equal(statusOf(text), 413);
+  assert.match((jsonBodyOf(text) as { error: string }).error, /larger than the limit/);
+  assert.ok(closed, "the connection is still open 5 s later");
   await assertHealthy(world);
 });
 
@@ -363,4 +378,14 @@ Deno.test("over HTTP/2 a request for * is a 400, as over HTTP/1.1", async () => 
   }
   const raw = await rawExchange(world.url, encoder.encode("GET * HTTP/1.1\r\nHost: x\r\n\r\n"));
   assert.equal(statusOf(raw), 400);
+});
+
+Deno.test("a declared body a little over --max-body is read and dropped, so the client reads its 413", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }] }, { maxBodyBytes: 1024 });
+  const body = JSON.stringify({ model: "qwen", prompt: "x".repeat(1500) });
+  for (let i = 0; i < 2; i++) {
+    const response = await fetch(`${world.url}/api/generate`, { method: "POST", body });
+    assert.equal(response.status, 413);
+    assert.match((await response.json()).error, /larger than the limit of 1024 bytes/);
+  }
 });

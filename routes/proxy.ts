@@ -248,7 +248,11 @@ class Proxy {
       source = await findModel(path, request.headers.get("content-type") ?? "", body);
     } catch (error) {
       if (error instanceof BodiesFull) return this.#unavailable(path, error.message);
-      if (error instanceof BadRequest) return errorResponse(path, error.status, error.message);
+      if (error instanceof BadRequest) {
+        const response = errorResponse(path, error.status, error.message);
+        // A body the router stopped reading must not keep its connection.
+        return CLOSES.has(error) ? await closingConnection(response) : response;
+      }
       if (request.signal.aborted) return errorResponse(path, 499, "the client went away");
       throw error;
     }
@@ -742,6 +746,62 @@ class BodiesFull extends Error {
 }
 
 /**
+ * Refusals of a body the router never started reading, whose connection must
+ * close. (Once a body is being read, Deno keeps its connection whatever follows:
+ * a 408 for a trickled body leaves the socket to the client.)
+ */
+const CLOSES = new WeakSet<Error>();
+
+function closes(error: BadRequest): BadRequest {
+  CLOSES.add(error);
+  return error;
+}
+
+/** Reads `body` to its end and drops it; false when it has not ended within `timeoutMs`. */
+async function discard(body: ReadableStream<Uint8Array>, timeoutMs: number): Promise<boolean> {
+  const reader = body.getReader();
+  let expired = false;
+  const deadline = deadlines.start(timeoutMs, () => {
+    expired = true;
+    reader.cancel().catch(() => {});
+  });
+  try {
+    while (!(await reader.read()).done) {
+      if (expired) return false;
+    }
+    return !expired;
+  } catch {
+    return false;
+  } finally {
+    deadline.cancel();
+  }
+}
+
+/**
+ * `response` sent so that its connection closes after it. Deno's server keeps a
+ * connection open whatever `Connection` header is sent, and goes on reading a
+ * body the router refused (a client trickling one holds the socket; a declared
+ * gigabyte is read to its end). A body that fails after its last byte is the one
+ * thing that makes it close the connection: the client gets the whole answer
+ * (chunked, without the closing chunk), then the close.
+ */
+async function closingConnection(response: Response): Promise<Response> {
+  const bytes = await response.bytes();
+  const headers = new Headers(response.headers);
+  headers.delete("content-length");
+  headers.set("connection", "close");
+  let sent = false;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (sent) controller.error(new Error("closing the connection"));
+      else controller.enqueue(bytes);
+      sent = true;
+    },
+  });
+  return new Response(body, { status: response.status, headers });
+}
+
+/**
  * The whole request body, or null when there is none; its bytes are taken from
  * `budget`, and the caller gives them back when the request ends.
  *
@@ -763,8 +823,10 @@ async function readBody(
   const tooLarge = () =>
     new BadRequest(413, `the request body is larger than the limit of ${limit} bytes`);
   if (declared > limit) {
-    await request.body.cancel();
-    throw tooLarge();
+    // A body up to twice the limit is read and dropped, so that a client still
+    // sending it can read the 413 (as nginx lingers); a larger one is not read on.
+    if (declared <= 2 * limit && await discard(request.body, timeoutMs)) throw tooLarge();
+    throw closes(tooLarge());
   }
   const chunks: Uint8Array<ArrayBuffer>[] = [];
   let size = 0;
