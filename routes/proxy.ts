@@ -885,7 +885,9 @@ async function readDeclared(
       () => reject(new BadRequest(408, `the request body did not arrive within ${timeoutMs} ms`)),
     );
   });
-  const reading = request.bytes();
+  const reading = declared <= WHOLE_READ_MAX
+    ? request.bytes()
+    : readInto(request.body!, new Uint8Array(declared));
   let body: Uint8Array<ArrayBuffer>;
   try {
     body = await Promise.race([reading, expired]);
@@ -900,6 +902,34 @@ async function readDeclared(
   // HTTP/1.1 framing makes them equal; the budget holds what is really held.
   budget.release(declared - body.byteLength);
   return body;
+}
+
+/**
+ * Declared bodies up to this size are read by `request.bytes()`, the fastest way;
+ * larger ones into a buffer of their declared size: `bytes()` held about 8 times
+ * a large body's size while reading it (12 bodies of 5 MiB at once: RSS peak
+ * 517 MiB, against 165 MiB read this way; issue 16).
+ */
+const WHOLE_READ_MAX = 64 * 1024;
+
+/**
+ * Reads `body` into `buffer`, which is its declared length.
+ *
+ * @throws {BadRequest} 400 when the body is not the length it declared
+ */
+async function readInto(
+  body: ReadableStream<Uint8Array>,
+  buffer: Uint8Array<ArrayBuffer>,
+): Promise<Uint8Array<ArrayBuffer>> {
+  let at = 0;
+  for await (const chunk of body) {
+    if (at + chunk.byteLength > buffer.byteLength) {
+      throw new BadRequest(400, "the request body is longer than its Content-Length");
+    }
+    buffer.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return at === buffer.byteLength ? buffer : buffer.subarray(0, at);
 }
 
 async function readLimited(

@@ -479,3 +479,24 @@ Deno.test("a pod that breaks off a non-streaming answer gets the client a 502 th
     pod.close();
   }
 });
+
+Deno.test("a large declared body reaches the pod whole, with its model renamed in place", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
+  const content = "é".repeat(300_000);
+  const response = await postJson(`${world.url}/api/chat`, {
+    model: "qwen:latest",
+    stream: false,
+    messages: [{ role: "user", content }],
+  });
+  assert.equal(response.status, 200);
+  await response.body?.cancel();
+  const sent = world.cluster.pods[0].events.findLast((e) =>
+    e.type === "request" && e.path === "/api/chat"
+  );
+  const expected = JSON.stringify({
+    model: "qwen",
+    stream: false,
+    messages: [{ role: "user", content }],
+  });
+  assert.equal(sent?.bodyBytes, new TextEncoder().encode(expected).length);
+});
