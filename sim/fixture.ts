@@ -29,7 +29,16 @@ export async function startWorld(
 ): Promise<TestWorld> {
   const sim = await startSimCluster(cluster);
   const parsed = parseConfig(
-    ["--backends", sim.backends, "--port", "0", "--host", "127.0.0.1", "--poll-interval", "1h"],
+    [
+      // No pods: the test gives its own backends (an empty --backends is refused).
+      ...(sim.backends === "" ? [] : ["--backends", sim.backends]),
+      "--port",
+      "0",
+      "--host",
+      "127.0.0.1",
+      "--poll-interval",
+      "1h",
+    ],
     () => undefined,
   );
   if (parsed.help) throw new Error("unreachable");
