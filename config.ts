@@ -513,8 +513,15 @@ function parseValue(spec: FlagSpec, raw: string, source: string): unknown {
       }
       return bytes;
     }
-    case "backends":
-      return parseBackends(raw, source);
+    case "backends": {
+      const backends = parseBackends(raw, source);
+      // Given but empty (`--backends ""`, an unset template variable) is a mistake:
+      // silently discovering pods through Kubernetes instead found another API server.
+      if (backends.length === 0 && !source.startsWith("default")) {
+        fail("at least one URL or NAME=URL (leave it out to discover pods through Kubernetes)");
+      }
+      return backends;
+    }
     case "level":
       if (raw === "warn") return "warning";
       if (!["debug", "info", "warning", "error"].includes(raw)) {

@@ -147,3 +147,16 @@ Deno.test("--allowed-origins takes a comma-separated list of origins, none by de
     );
   }
 });
+
+Deno.test("parseConfig() refuses an empty --backends or ROUTER_BACKENDS instead of discovering pods", () => {
+  for (
+    const [args, env] of [[["--backends", ""], {}], [["--backends= , "], {}], [[], {
+      ROUTER_BACKENDS: "",
+    }]] as const
+  ) {
+    assert.throws(() => parseConfig(args, (name) => (env as Record<string, string>)[name]), {
+      name: "ConfigError",
+      message: /at least one URL or NAME=URL/,
+    });
+  }
+});

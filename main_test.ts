@@ -62,6 +62,66 @@ Deno.test("--help prints every flag and exits 0", async () => {
   for (const spec of FLAGS) assert.match(text, new RegExp(`--${spec.flag}( |$)`, "m"));
 });
 
+Deno.test("in static mode the router never loads the Kubernetes client", async () => {
+  await using cluster = await startSimCluster({ pods: [{ models: ["qwen"] }] });
+  // The same config, but the client is a module that fails as it loads.
+  const config = JSON.parse(await Deno.readTextFile(new URL("./deno.json", import.meta.url)));
+  const dir = await Deno.makeTempDir({ prefix: "rkllama-router-test-" });
+  config.imports["@kubernetes/client-node"] =
+    "data:text/javascript,throw new Error('the Kubernetes client was loaded')";
+  await Deno.writeTextFile(`${dir}/deno.json`, JSON.stringify(config));
+  // The lock keeps the other packages as they are (nothing to resolve again).
+  await Deno.copyFile(new URL("./deno.lock", import.meta.url), `${dir}/deno.lock`);
+  const modelsFile = `${dir}/models.yaml`;
+  await Deno.writeTextFile(modelsFile, "models: {}\n");
+  try {
+    for (const kube of [false, true]) {
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--config",
+          `${dir}/deno.json`,
+          "--allow-all",
+          new URL("./main.ts", import.meta.url).pathname,
+          ...(kube ? ["--kube-api", "http://127.0.0.50:9"] : ["--backends", cluster.backends]),
+          "--models-file",
+          modelsFile,
+          "--drain-delay",
+          "0s",
+          "--port",
+          "0",
+          "--host",
+          "127.0.0.1",
+        ],
+        clearEnv: true,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      if (kube) {
+        // The check fails where it should: Kubernetes mode loads the stand-in, which throws.
+        const output = await child.output();
+        assert.equal(output.code, 1);
+        assert.match(new TextDecoder().decode(output.stdout), /the Kubernetes client was loaded/);
+        continue;
+      }
+      const log = logLines(child.stdout);
+      await log.next(/^listening/);
+      child.kill("SIGTERM");
+      assert.equal((await child.status).code, 0);
+      assert.equal(await new Response(child.stderr).text(), "");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("an empty --backends is refused, not taken as Kubernetes mode", async () => {
+  const output = await (await routerProcess(["--backends", ""])).output();
+  assert.equal(output.code, 2);
+  assert.match(new TextDecoder().decode(output.stderr), /--backends: .*at least one/);
+});
+
 Deno.test("a bad flag is one clear line on stderr and exit code 2", async () => {
   const output = await (await routerProcess(["--port", "eighty"])).output();
   assert.equal(output.code, 2);
@@ -241,7 +301,7 @@ Deno.test("on SIGTERM the router turns unready, stops taking connections after -
   assert.equal(await new Response(child.stderr).text(), "");
 });
 
-Deno.test("a second SIGTERM makes a draining router exit at once, and --shutdown-timeout bounds the wait", async () => {
+Deno.test("a second SIGTERM (a second after the first) makes a draining router exit at once, and --shutdown-timeout bounds the wait", async () => {
   await using cluster = await startSimCluster({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
   const [pod] = cluster.pods;
   for (const second of [true, false]) {
@@ -253,7 +313,8 @@ Deno.test("a second SIGTERM makes a draining router exit at once, and --shutdown
       "--host",
       "127.0.0.1",
       "--drain-delay",
-      "0s",
+      // Past the second in which a repeated signal is the same request to stop.
+      second ? "1100ms" : "0s",
       "--shutdown-timeout",
       second ? "1h" : "200ms",
     ]);
@@ -262,6 +323,12 @@ Deno.test("a second SIGTERM makes a draining router exit at once, and --shutdown
     pod.pause();
     const [stream] = await sendStreams(url, [pod], 1);
     child.kill("SIGTERM");
+    if (second) {
+      // As `deno task` delivers one Ctrl-C: twice, milliseconds apart.
+      await log.next(/draining/);
+      child.kill("SIGTERM");
+      await log.next(/again within 1000 ms: the same request/);
+    }
     await log.next(/no new connections/);
     if (second) child.kill("SIGTERM");
     assert.equal((await child.status).code, second ? 1 : 0);

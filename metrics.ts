@@ -317,6 +317,22 @@ export class RouterMetrics {
     this.#ejections.inc({ pod });
   }
 
+  /**
+   * Drops every series labelled with a pod that is gone (deleted, or replaced by
+   * a pod of another name), so series do not pile up as pods come and go.
+   */
+  async forgetPod(pod: string): Promise<void> {
+    for (const found of this.registry.getMetricsAsArray()) {
+      // Every metric prom-client makes has these; the registry types them loosely.
+      const metric = found as unknown as Counter<"pod"> & { labelNames?: readonly string[] };
+      if (!metric.labelNames?.includes("pod")) continue;
+      const { values } = await metric.get();
+      for (const { labels } of values) {
+        if (labels.pod === pod) metric.remove(labels as { pod: string });
+      }
+    }
+  }
+
   reconcileAction(action: string, result: string): void {
     this.#reconcileActions.inc({ action, result });
   }

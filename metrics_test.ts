@@ -172,6 +172,26 @@ Deno.test("an API outage counts a restart of the pods watch", async () => {
   );
 });
 
+Deno.test("the series of a deleted pod are dropped, those of the others kept", async () => {
+  await using world = await startKubeWorld({
+    pods: [{ models: ["qwen"], loaded: ["qwen"] }, { models: ["phi"], loaded: ["phi"] }],
+  });
+  const [router] = world.routers;
+  await storeReaches(router.store, (s) => s.pods.value.size === 2);
+  const [gone, kept] = world.cluster.pods.map((pod) => pod.name);
+  await router.poller.pollAll();
+  assert.equal(await chatStatus(router.url, "qwen"), 200);
+  assert.equal(await chatStatus(router.url, "phi"), 200);
+  router.store.ejectWithBackoff(gone, 1000, "test");
+  const before = await (await fetch(`${router.url}/metrics`)).text();
+  assert.match(before, new RegExp(`pod="${gone}"`));
+  world.kube.remove("pods", "default", gone);
+  await storeReaches(router.store, (s) => s.pods.value.size === 1);
+  const after = await (await fetch(`${router.url}/metrics`)).text();
+  assert.doesNotMatch(after, new RegExp(`pod="${gone}"`));
+  assert.match(after, new RegExp(`requests_total\\{[^}]*pod="${kept}"`));
+});
+
 Deno.test("process metrics are real readings, not the zeros of unreadable /proc files", async () => {
   await using world = await startWorld({ pods: [{ models: ["qwen"] }] });
   const all = await scrape(world.url);

@@ -279,7 +279,11 @@ export class Store {
     const next = new Map(pods);
     next.delete(name);
     this.#set(next);
+    this.onRemove?.(name);
   }
+
+  /** Told of every pod forgotten (for metrics); set by whoever owns the store. */
+  onRemove: ((pod: string) => void) | undefined;
 
   /** Writes one poll round in a single update; results for pods no longer known are ignored. */
   applyPolls(results: readonly PollResult[]): void {

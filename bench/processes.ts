@@ -77,6 +77,16 @@ export async function startTaskFlags(): Promise<string[]> {
   return words.slice(2, -1);
 }
 
+/** The variables the Dockerfile's `ENV` sets for the router (glibc's allocator settings). */
+export async function imageEnv(): Promise<Record<string, string>> {
+  const dockerfile = await Deno.readTextFile(new URL("Dockerfile", root));
+  const env: Record<string, string> = {};
+  for (const [, words] of dockerfile.replaceAll("\\\n", " ").matchAll(/^ENV\s+(.*)$/gm)) {
+    for (const [, name, value] of words.matchAll(/(\w+)=(\S+)/g)) env[name] = value;
+  }
+  return env;
+}
+
 /**
  * Starts main.ts as `deno task start` does, with `--backends` pointing at
  * `backend`; its log lines go to `logFile`. `cpuProfileDir` adds `--cpu-prof`;
@@ -106,7 +116,8 @@ export async function startRouter(
       "0",
     ],
     clearEnv: true,
-    env: {},
+    // As in the image: its allocator settings are part of what it costs.
+    env: await imageEnv(),
     stdin: "null",
     stdout: "piped",
     // The inspector announces itself on stderr.
@@ -135,6 +146,18 @@ export async function startRouter(
       await drained;
     },
   };
+}
+
+/** Runs main.ts as `deno task start` does with a flag it does not know; resolves once refused. */
+export async function refuseFlag(): Promise<void> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...await startTaskFlags(), new URL("main.ts", root).pathname, "--no-such-flag"],
+    clearEnv: true,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (output.code !== 2) throw new Error(`a bad flag exited ${output.code}, not 2`);
 }
 
 /** Asks V8 through the inspector protocol for two full collections, then the heap in use. */

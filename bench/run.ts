@@ -13,6 +13,7 @@
 import {
   type Helper,
   type Nginx,
+  refuseFlag,
   rssBytes,
   runWrk,
   startBackend,
@@ -186,12 +187,16 @@ async function measure(nginx: Nginx, floor: Helper) {
   );
   const memory = await measureMemory();
 
+  log("startup: static mode to ready, and a bad flag to its refusal, 5 times each");
+  const startup = await measureStartup(backendUrl);
+
   log("scale: deno bench bench/scale_bench.ts");
   const scale = await scaleBench();
   return {
     throughput,
     streaming,
     memory,
+    startup,
     scale,
   };
 }
@@ -314,6 +319,31 @@ async function measureMemory(): Promise<MemorySample[]> {
       await new Promise((resolve) => setTimeout(resolve, 500));
       await sample(`after them (round ${round})`);
     }
+    // Large bodies at once, as many as --max-body-total lets in (the rest get 503s).
+    const body = JSON.stringify({
+      model: "bench",
+      stream: false,
+      messages: [{ role: "user", content: "x".repeat(5 * 2 ** 20) }],
+    });
+    let peak = rssBytes(measured.pid);
+    const sampler = setInterval(() => peak = Math.max(peak, rssBytes(measured.pid)), 20);
+    try {
+      for (let burst = 0; burst < 6; burst++) {
+        await Promise.all(Array.from({ length: 20 }, async () => {
+          const response = await fetch(`${measured.url}/api/chat`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body,
+          });
+          await response.body?.cancel();
+        }));
+      }
+    } finally {
+      clearInterval(sampler);
+    }
+    await sample("peak with 20 concurrent 5 MiB chats, 6 times", peak);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    await sample("2 s after them");
   } finally {
     await measured.close();
   }
@@ -351,6 +381,22 @@ async function measureMemory(): Promise<MemorySample[]> {
       clearInterval(sampler);
     }
   }
+}
+
+/** Median milliseconds from exec to ready (static mode), and to a bad flag's refusal. */
+async function measureStartup(backend: string): Promise<{ ready_ms: number; bad_flag_ms: number }> {
+  const ready: number[] = [];
+  const refused: number[] = [];
+  for (let i = 0; i < (smoke ? 1 : 5); i++) {
+    const started = performance.now();
+    const router = await startRouter(backend, `${dir}/router-startup.log`);
+    ready.push(performance.now() - started);
+    await router.close();
+    const begun = performance.now();
+    await refuseFlag();
+    refused.push(performance.now() - begun);
+  }
+  return { ready_ms: median(ready), bad_flag_ms: median(refused) };
 }
 
 interface BenchStat {
@@ -438,6 +484,8 @@ function assertComplete(results: Awaited<ReturnType<typeof measure>>): void {
     numbers.push([`RSS ${sample.moment}`, sample.rss_mib]);
     numbers.push([`heap ${sample.moment}`, sample.heap_after_gc_mib]);
   }
+  numbers.push(["startup ready", results.startup.ready_ms]);
+  numbers.push(["startup bad flag", results.startup.bad_flag_ms]);
   for (const bench of results.scale) numbers.push([bench.name, bench.avg_us]);
   const missing = numbers.filter(([, value]) => value === null || !Number.isFinite(value));
   if (missing.length > 0 || results.scale.length !== 3 || results.memory.length < 4) {
@@ -516,6 +564,12 @@ function markdown(
     ...results.memory.map((m) =>
       `| ${m.moment} | ${f(m.rss_mib, 1)} MiB | ${f(m.heap_after_gc_mib, 1)} MiB |`
     ),
+    "",
+    "Startup (`deno run` as `deno task start` runs it, median of 5; the compiled binary skips the module loading):",
+    "",
+    "| static mode, exec to listening | a bad flag, exec to its refusal |",
+    "|---:|---:|",
+    `| ${f(results.startup.ready_ms, 0)} ms | ${f(results.startup.bad_flag_ms, 0)} ms |`,
     "",
     "Scale (`deno bench bench/scale_bench.ts`):",
     "",

@@ -14,8 +14,9 @@ import { type ConfigResult, type ModelPlacement, parseModelsConfig } from "./con
 import { type ActionResult, Applier } from "./apply.ts";
 import type { Action, Plan } from "./plan.ts";
 import { Reconciler } from "./reconciler.ts";
-import { LeaderElector } from "./leader.ts";
-import { ConfigMapSource, type ConfigText, ModelsFileSource } from "./sources.ts";
+import type { LeaderElector } from "./leader.ts";
+import type { ConfigMapSource } from "./sources.ts";
+import { type ConfigText, ModelsFileSource } from "./models_file.ts";
 
 /** What placement needs from the router. */
 export interface PlacementOptions {
@@ -69,8 +70,12 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
   const { store, config, connection } = options;
   if (!connection && config.modelsFile === "") return undefined;
   const identity = config.identity || `rkllama-router-${crypto.randomUUID().slice(0, 8)}`;
-  const elector = connection
-    ? new LeaderElector(connection, {
+  // The Kubernetes client is loaded only with a connection: static mode never needs it.
+  const kube = connection
+    ? await Promise.all([import("./leader.ts"), import("./sources.ts")])
+    : undefined;
+  const elector: LeaderElector | undefined = connection && kube
+    ? new kube[0].LeaderElector(connection, {
       namespace: config.namespace,
       name: config.leaseName,
       identity,
@@ -91,8 +96,8 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
     reconciler.setConfig(result, text.source, "text" in text);
   };
   // The source only calls `take` once started, after the reconciler exists.
-  const source = connection
-    ? new ConfigMapSource(connection, config.namespace, config.configMap, take)
+  const source: ConfigMapSource | ModelsFileSource = connection && kube
+    ? new kube[1].ConfigMapSource(connection, config.namespace, config.configMap, take)
     : new ModelsFileSource(config.modelsFile, take);
   const reconciler = new Reconciler({
     store,
@@ -101,7 +106,7 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
     unloadUnmanaged: config.unloadUnmanaged,
     syncIntervalMs: config.syncIntervalMs,
     onInvalid: (error) => {
-      if (source instanceof ConfigMapSource) void source.reportInvalid(error);
+      if (!(source instanceof ModelsFileSource)) void source.reportInvalid(error);
     },
   });
   await source.start();

@@ -10,6 +10,7 @@ import type { MiddlewareHandler } from "hono";
 import { errorResponse } from "./errors.ts";
 import { logger } from "../log.ts";
 import { requestIdOf } from "./request_id.ts";
+import type { HeaderList } from "./upstream.ts";
 
 const log = logger("admin");
 
@@ -93,4 +94,16 @@ export function adminAuth(
       { "www-authenticate": 'Bearer realm="rkllama-router"' },
     );
   };
+}
+
+/**
+ * Removes from `headers` (in place) every header whose value holds `token`, in
+ * whatever shape a client sent it (`Bearer TOKEN`, bare, `Token TOKEN`, two
+ * Authorization headers joined, another header): the token is the router's, and
+ * no board should learn it. A client's own key for the boards passes.
+ */
+export function dropToken(headers: HeaderList, token: string): void {
+  for (let i = headers.length - 1; i >= 0; i--) {
+    if (headers[i][1].includes(token)) headers.splice(i, 1);
+  }
 }

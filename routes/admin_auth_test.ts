@@ -99,6 +99,33 @@ Deno.test("with --admin-token, operator writes and model management need the bea
   await chat.body?.cancel();
 });
 
+Deno.test("the admin token reaches no board in any header shape", async () => {
+  await using world = await startWorld(
+    { pods: [{ models: ["qwen"], loaded: ["qwen"] }] },
+    { adminToken: "s3cret" },
+  );
+  const [pod] = world.cluster.pods;
+  const body = '{"model":"qwen","stream":false,"messages":[]}';
+  const shapes = [
+    "Authorization: s3cret",
+    "Authorization: Token s3cret",
+    "Authorization: Bearer sk-client\r\nAuthorization: Bearer s3cret",
+    "X-Api-Key: s3cret",
+  ];
+  for (const shape of shapes) {
+    const raw = await rawExchange(
+      world.url,
+      new TextEncoder().encode(
+        `POST /api/chat HTTP/1.1\r\nHost: x\r\n${shape}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+      ),
+    );
+    assert.equal(statusOf(raw), 200, shape);
+  }
+  const sent = pod.events.filter((e) => e.type === "request" && e.path === "/api/chat");
+  assert.equal(sent.length, shapes.length);
+  for (const event of sent) assert.doesNotMatch(JSON.stringify(event.headers), /s3cret/);
+});
+
 Deno.test("with --admin-token, no spelling of a protected path gets past it", async () => {
   await using world = await startWorld(
     { pods: [{ models: ["qwen", "phi"], loaded: ["qwen"] }] },

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import { startWorld } from "../sim/fixture.ts";
 import type { TestWorld } from "../sim/fixture.ts";
-import { jsonBodyOf, rawExchange, statusOf } from "../sim/raw_http.ts";
+import { jsonBodyOf, rawExchange, rawUntilClosed, statusOf } from "../sim/raw_http.ts";
 
 const encoder = new TextEncoder();
 
@@ -36,6 +37,21 @@ Deno.test("a body that trickles in is cut off after --body-timeout with a JSON 4
   assert.deepEqual(jsonBodyOf(raw), {
     error: "the request body did not arrive within 200 ms",
   });
+  await assertHealthy(world);
+});
+
+Deno.test("a declared body over twice --max-body gets a 413 and its connection closed, not read on", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }] }, { maxBodyBytes: 1024 });
+  const { text, closed } = await rawUntilClosed(
+    world.url,
+    encoder.encode(
+      `POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: ${2 ** 30}\r\n\r\n{"model":"qwen"`,
+    ),
+    5000,
+  );
+  assert.equal(statusOf(text), 413);
+  assert.match((jsonBodyOf(text) as { error: string }).error, /larger than the limit/);
+  assert.ok(closed, "the connection is still open 5 s later");
   await assertHealthy(world);
 });
 
@@ -292,4 +308,84 @@ Deno.test("bodies held at once are bounded by --max-body-total: past it a 503 wi
   const third = await chat();
   assert.equal(third.status, 200);
   await third.body?.cancel();
+});
+
+/**
+ * Sends `body` to /api/chat while asking /health over and over; returns the chat's
+ * status and error, and the longest /health took meanwhile.
+ */
+async function chatWhileProbing(
+  world: TestWorld,
+  body: Uint8Array<ArrayBuffer>,
+): Promise<{ status: number; error: string; slowestHealthMs: number }> {
+  // The first request compiles the routes: not what is measured.
+  await (await fetch(`${world.url}/health`)).body?.cancel();
+  let sending = true;
+  let slowestHealthMs = 0;
+  const probing = (async () => {
+    while (sending) {
+      const sent = performance.now();
+      const health = await fetch(`${world.url}/health`);
+      await health.body?.cancel();
+      slowestHealthMs = Math.max(slowestHealthMs, performance.now() - sent);
+    }
+  })();
+  try {
+    const response = await fetch(`${world.url}/api/chat`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body,
+    });
+    return { status: response.status, ...await response.json(), slowestHealthMs };
+  } finally {
+    sending = false;
+    await probing;
+  }
+}
+
+// The issue asks for ~100 ms; the bound is 500 ms because these machines are shared
+// (a loaded core alone pauses a process that long). Parsing such bodies whole took 12-26 s.
+Deno.test("a 64 MiB body built to be slow to parse is refused while /health answers within 500 ms", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }] });
+  const mib = 2 ** 20;
+  const brackets = new Uint8Array(64 * mib - 1).fill(0x5b);
+  const deep = await chatWhileProbing(world, brackets);
+  assert.equal(deep.status, 400);
+  assert.match(deep.error, /deeper than 512 levels/);
+  // Every byte must be scanned: 22 million empty arrays in one.
+  const pairs = encoder.encode(`[${"[],".repeat(Math.floor((64 * mib - 4) / 3))}[]]`);
+  const wide = await chatWhileProbing(world, pairs);
+  assert.equal(wide.status, 400);
+  assert.equal(wide.error, "the request body must be a JSON object");
+  assert.ok(deep.slowestHealthMs < 500, `/health took ${deep.slowestHealthMs} ms`);
+  assert.ok(wide.slowestHealthMs < 500, `/health took ${wide.slowestHealthMs} ms`);
+  await assertHealthy(world);
+});
+
+Deno.test("over HTTP/2 a request for * is a 400, as over HTTP/1.1", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }] });
+  const client = http2.connect(world.url);
+  try {
+    const status = await new Promise<number>((resolve, reject) => {
+      const stream = client.request({ ":method": "GET", ":path": "*" });
+      stream.on("response", (headers) => resolve(Number(headers[":status"])));
+      stream.on("error", reject);
+      stream.resume();
+    });
+    assert.equal(status, 400);
+  } finally {
+    client.close();
+  }
+  const raw = await rawExchange(world.url, encoder.encode("GET * HTTP/1.1\r\nHost: x\r\n\r\n"));
+  assert.equal(statusOf(raw), 400);
+});
+
+Deno.test("a declared body a little over --max-body is read and dropped, so the client reads its 413", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"] }] }, { maxBodyBytes: 1024 });
+  const body = JSON.stringify({ model: "qwen", prompt: "x".repeat(1500) });
+  for (let i = 0; i < 2; i++) {
+    const response = await fetch(`${world.url}/api/generate`, { method: "POST", body });
+    assert.equal(response.status, 413);
+    assert.match((await response.json()).error, /larger than the limit of 1024 bytes/);
+  }
 });

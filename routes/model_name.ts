@@ -6,9 +6,12 @@
  * which RKLlama itself does not, so the pod is then sent the name it knows.
  */
 
+import { JsonError, type JsonScan, type JsonType, scanJson } from "./json_scan.ts";
+
 /** Where in a request the model was named. */
 export type ModelSource =
-  | { from: "json"; key: string; value: string }
+  /** `start` and `end`: the value's bytes in the body, quotes included. */
+  | { from: "json"; key: string; value: string; start: number; end: number }
   | { from: "form"; value: string }
   | { from: "path"; value: string; prefix: string; rest: string }
   /** `json`: the body is a JSON object all the same (its label may say otherwise). */
@@ -53,6 +56,9 @@ const MODEL_NAME_FIELD = new Set(["/load_model", "/unload_model"]);
 
 /** `/files/{model}/...`, `/v1/files/{model}/...` and `/api/modelfile/{model}[/...]`. */
 const PATH_MODEL = /^(\/files\/|\/v1\/files\/|\/api\/modelfile\/)([^/]+)(.*)$/;
+
+/** The top-level fields that may name the model. */
+const MODEL_FIELDS = ["model", "name", "model_name"];
 
 /**
  * Paths on which RKLlama loads the model if it is not loaded (inside the request),
@@ -113,8 +119,10 @@ export function needsModel(path: string): boolean {
  *
  * @param path the URL path as received (percent-encoded)
  * @param contentType the request's Content-Type, or empty
- * @param body the whole request body, or null when there is none
- * @throws {BadRequest} for a body that is not JSON where JSON is needed, or a model that is not a string
+ * @param body the whole request body, or null when there is none; a JSON body is
+ * scanned (json_scan.ts), not parsed, so no body costs more than its own bytes
+ * @throws {BadRequest} for a body that is not JSON where JSON is needed (or starts
+ * with a byte order mark, or nests too deep), or a model that is not a string
  */
 export async function findModel(
   path: string,
@@ -135,22 +143,23 @@ export async function findModel(
     return { from: "path", value, prefix: inPath[1], rest: inPath[3] };
   }
   if (body === null || body.length === 0) return { from: "none" };
-  if (MODEL_IS_NOT_A_NAME.has(path)) return { from: "none", json: isJsonObject(body) };
+  if (MODEL_IS_NOT_A_NAME.has(path)) {
+    const scan = await tryScan(body);
+    return { from: "none", json: scan?.type === "object" };
+  }
   const type = contentType.split(";")[0].trim().toLowerCase();
   if (type === "multipart/form-data") return await findFormModel(contentType, body);
   if (type !== "" && type !== "application/json" && !type.endsWith("+json")) {
     // curl -d sends x-www-form-urlencoded by default; a body that is JSON anyway is
     // still routed by its model, anything else passes through untouched.
-    const loose = tryParseJson(body);
+    const loose = await tryScan(body);
     if (loose === undefined) {
-      if (MODEL_REQUIRED.has(path)) throw new BadRequest(400, notJson(body));
+      if (MODEL_REQUIRED.has(path)) await scanOrRefuse(body);
       return { from: "none" };
     }
-    return modelFromJson(path, loose);
+    return modelFromJson(path, body, loose);
   }
-  const parsed = tryParseJson(body);
-  if (parsed === undefined) throw new BadRequest(400, notJson(body));
-  return modelFromJson(path, parsed);
+  return modelFromJson(path, body, await scanOrRefuse(body));
 }
 
 async function findFormModel(
@@ -172,63 +181,53 @@ async function findFormModel(
   return value === "" ? { from: "none" } : { from: "form", value };
 }
 
-function isJsonObject(body: Uint8Array<ArrayBuffer>): boolean {
-  const parsed = tryParseJson(body);
-  return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed);
-}
-
-function modelFromJson(path: string, parsed: unknown): ModelSource {
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+function modelFromJson(path: string, body: Uint8Array, scan: JsonScan): ModelSource {
+  if (scan.type !== "object") {
     if (MODEL_REQUIRED.has(path)) {
       throw new BadRequest(400, "the request body must be a JSON object");
     }
     return { from: "none" };
   }
-  const object = parsed as Record<string, unknown>;
   const keys = MODEL_NAME_FIELD.has(path) ? ["model_name"] : ["model", "name"];
   for (const key of keys) {
-    const value = object[key];
-    if (value === undefined || value === null) continue;
-    if (typeof value !== "string") {
-      throw new BadRequest(400, `'${key}' must be a string, got ${jsonType(value)}`);
+    const field = scan.fields.get(key);
+    if (field === undefined || field.type === "null") continue;
+    if (field.type !== "string") {
+      throw new BadRequest(400, `'${key}' must be a string, got ${article(field.type)}`);
     }
-    if (value === "") continue;
-    return { from: "json", key, value };
+    if (field.end - field.start === 2) continue;
+    const value = JSON.parse(lenient.decode(body.subarray(field.start, field.end)));
+    return { from: "json", key, value, start: field.start, end: field.end };
   }
   return { from: "none", json: true };
 }
 
-function jsonType(value: unknown): string {
-  if (Array.isArray(value)) return "an array";
-  if (typeof value === "object") return "an object";
-  return `a ${typeof value}`;
+function article(type: JsonType): string {
+  return type === "object" || type === "array" ? `an ${type}` : `a ${type}`;
 }
 
-const decoder = new TextDecoder("utf-8", { fatal: true });
-
-/** Why a body is not JSON: its bytes are not UTF-8 text, or the text is not JSON. */
-function notJson(body: Uint8Array<ArrayBuffer>): string {
+/** The scan of a JSON body, or undefined when it is not JSON. */
+async function tryScan(body: Uint8Array): Promise<JsonScan | undefined> {
   try {
-    decoder.decode(body);
-  } catch {
-    return "the request body is not valid UTF-8, so not valid JSON";
+    return await scanJson(body, MODEL_FIELDS);
+  } catch (error) {
+    if (error instanceof JsonError) return undefined;
+    throw error;
   }
-  return "the request body is not valid JSON";
 }
 
-/** Lenient decoding has no strict check, and costs a third as much (bench/). */
+/** @throws {BadRequest} 400 saying why, when the body is not JSON */
+async function scanOrRefuse(body: Uint8Array): Promise<JsonScan> {
+  try {
+    return await scanJson(body, MODEL_FIELDS);
+  } catch (error) {
+    if (error instanceof JsonError) throw new BadRequest(400, error.message);
+    throw error;
+  }
+}
+
+/** Model names are validated UTF-8 by then: no check needed. */
 const lenient = new TextDecoder();
-
-function tryParseJson(body: Uint8Array<ArrayBuffer>): unknown {
-  try {
-    let text = lenient.decode(body);
-    // A replacement character: bytes that are not UTF-8, or one the client sent.
-    if (text.includes("\uFFFD")) text = decoder.decode(body);
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
 
 /** Drops the namespace as RKLlama does: everything up to and including the first `/`. */
 export function stripNamespace(name: string): string {
@@ -257,49 +256,18 @@ export function resolveModel(requested: string, known: ReadonlySet<string>): str
 }
 
 /**
- * The body with the top-level string field `key` set to `value`, every other byte
- * as sent (no re-serialisation: key order, numbers and escapes are kept).
- * Returns undefined when the field is not a top-level string.
+ * The body with the model named by `source` replaced by `model`, every other
+ * byte as sent (no re-serialisation: key order, numbers and escapes are kept).
  */
-export function replaceTopLevelString(
-  text: string,
-  key: string,
-  value: string,
-): string | undefined {
-  let depth = 0;
-  let i = 0;
-  while (i < text.length) {
-    const ch = text[i];
-    if (ch === '"') {
-      const end = stringEnd(text, i);
-      if (end === -1) return undefined;
-      if (depth === 1) {
-        let j = end + 1;
-        while (j < text.length && /\s/.test(text[j])) j++;
-        if (text[j] === ":" && JSON.parse(text.slice(i, end + 1)) === key) {
-          j++;
-          while (j < text.length && /\s/.test(text[j])) j++;
-          if (text[j] !== '"') return undefined;
-          const valueEnd = stringEnd(text, j);
-          if (valueEnd === -1) return undefined;
-          return text.slice(0, j) + JSON.stringify(value) + text.slice(valueEnd + 1);
-        }
-      }
-      i = end + 1;
-      continue;
-    }
-    if (ch === "{" || ch === "[") depth++;
-    else if (ch === "}" || ch === "]") depth--;
-    i++;
-  }
-  return undefined;
-}
-
-/** Index of the quote closing the JSON string that starts at `start`, or -1. */
-function stringEnd(text: string, start: number): number {
-  for (let i = start + 1; i < text.length; i++) {
-    if (text[i] === "\\") i++;
-    else if (text[i] === '"') return i;
-  }
-  return -1;
+export function replaceJsonModel(
+  body: Uint8Array<ArrayBuffer>,
+  source: { start: number; end: number },
+  model: string,
+): Uint8Array<ArrayBuffer> {
+  const value = new TextEncoder().encode(JSON.stringify(model));
+  const replaced = new Uint8Array(body.length - (source.end - source.start) + value.length);
+  replaced.set(body.subarray(0, source.start));
+  replaced.set(value, source.start);
+  replaced.set(body.subarray(source.end), source.start + value.length);
+  return replaced;
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { findModel, replaceTopLevelString, resolveModel, stripNamespace } from "./model_name.ts";
+import { findModel, replaceJsonModel, resolveModel, stripNamespace } from "./model_name.ts";
 
 const json = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
 
@@ -8,11 +8,15 @@ Deno.test("findModel() reads model, then name, from a JSON body", async () => {
     from: "json",
     key: "model",
     value: "qwen",
+    start: 9,
+    end: 15,
   });
   assert.deepEqual(await findModel("/api/show", "application/json", json({ name: "phi" })), {
     from: "json",
     key: "name",
     value: "phi",
+    start: 8,
+    end: 13,
   });
 });
 
@@ -22,6 +26,8 @@ Deno.test("findModel() reads model_name on /load_model and /unload_model", async
     from: "json",
     key: "model_name",
     value: "qwen",
+    start: 14,
+    end: 20,
   });
 });
 
@@ -70,7 +76,10 @@ Deno.test("findModel() reads the model from /files and /api/modelfile paths", as
 Deno.test("findModel() refuses malformed JSON, non-string models and path traversal", async () => {
   await assert.rejects(
     () => findModel("/api/chat", "application/json", new TextEncoder().encode("{oops")),
-    { name: "BadRequest", message: "the request body is not valid JSON" },
+    {
+      name: "BadRequest",
+      message: "the request body is not valid JSON: expected a key in double quotes at byte 1",
+    },
   );
   await assert.rejects(
     () => findModel("/api/chat", "application/json", json({ model: 42 })),
@@ -103,16 +112,30 @@ Deno.test("resolveModel() matches names exactly after the namespace, with :lates
   assert.equal(resolveModel("qwen:7b", known), undefined);
 });
 
-Deno.test("replaceTopLevelString() changes only the top-level field, keeping every other byte", () => {
+Deno.test("replaceJsonModel() changes only the top-level field, keeping every other byte", async () => {
   const text =
     '{"messages":[{"model":"inner"}],  "model" : "qwen:latest","n":12345678901234567890,"s":"<&>"}';
+  const body = new TextEncoder().encode(text);
+  const source = await findModel("/api/chat", "application/json", body);
+  assert.equal(source.from, "json");
   assert.equal(
-    replaceTopLevelString(text, "model", "qwen"),
+    new TextDecoder().decode(
+      replaceJsonModel(body, source as { start: number; end: number }, "qwen"),
+    ),
     '{"messages":[{"model":"inner"}],  "model" : "qwen","n":12345678901234567890,"s":"<&>"}',
   );
-  assert.equal(replaceTopLevelString('{"model":1}', "model", "x"), undefined);
-  assert.equal(
-    replaceTopLevelString('{"a":"\\"model\\"","model":"m"}', "model", "x"),
-    '{"a":"\\"model\\"","model":"x"}',
-  );
+});
+
+Deno.test("findModel() takes the last of repeated keys, as the boards' parser does", async () => {
+  const body = new TextEncoder().encode('{"model":"a","x":"\\"model\\"","model":"b"}');
+  const source = await findModel("/api/chat", "application/json", body);
+  assert.equal((source as { value: string }).value, "b");
+});
+
+Deno.test("findModel() refuses a body that starts with a byte order mark, as Ollama does", async () => {
+  const body = new Uint8Array([0xef, 0xbb, 0xbf, ...json({ model: "qwen" })]);
+  await assert.rejects(() => findModel("/api/chat", "application/json", body), {
+    name: "BadRequest",
+    message: /byte order mark/,
+  });
 });

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { chatStatus, postJson, startWorld } from "../sim/fixture.ts";
 import type { SimPod } from "../sim/pod.ts";
 import { parseConfig } from "../config.ts";
-import { startRouter } from "../main.ts";
+import { startRouter } from "../router.ts";
 
 const CHAT = { messages: [{ role: "user", content: "hi" }] };
 
@@ -178,7 +178,7 @@ Deno.test("a client that leaves before its answer begins: the pod's answer is st
 Deno.test("malformed JSON, a model of the wrong type and a missing model are 400s with JSON errors", async () => {
   await using world = await startWorld({ pods: [{ models: ["qwen"] }] });
   const cases: [string, string][] = [
-    ["{not json", "the request body is not valid JSON"],
+    ["{not json", "the request body is not valid JSON: expected a key in double quotes at byte 1"],
     ['{"model": 7}', "'model' must be a string, got a number"],
     ['{"messages": []}', "model is required"],
   ];
@@ -192,7 +192,8 @@ Deno.test("malformed JSON, a model of the wrong type and a missing model are 400
 
 Deno.test("a body over --max-body is refused with 413 and never reaches a pod", async () => {
   await using world = await startWorld({ pods: [{ models: ["qwen"] }] }, { maxBodyBytes: 1024 });
-  const big = JSON.stringify({ model: "qwen", prompt: "x".repeat(4096) });
+  // Within twice the limit, so that it is read and dropped and the 413 can be read.
+  const big = JSON.stringify({ model: "qwen", prompt: "x".repeat(1500) });
   const response = await fetch(`${world.url}/api/generate`, { method: "POST", body: big });
   assert.equal(response.status, 413);
   assert.match((await response.json()).error, /larger than the limit of 1024 bytes/);
@@ -539,4 +540,25 @@ Deno.test("a pod that breaks off a non-streaming answer gets the client a 502 th
   } finally {
     pod.close();
   }
+});
+
+Deno.test("a large declared body reaches the pod whole, with its model renamed in place", async () => {
+  await using world = await startWorld({ pods: [{ models: ["qwen"], loaded: ["qwen"] }] });
+  const content = "é".repeat(300_000);
+  const response = await postJson(`${world.url}/api/chat`, {
+    model: "qwen:latest",
+    stream: false,
+    messages: [{ role: "user", content }],
+  });
+  assert.equal(response.status, 200);
+  await response.body?.cancel();
+  const sent = world.cluster.pods[0].events.findLast((e) =>
+    e.type === "request" && e.path === "/api/chat"
+  );
+  const expected = JSON.stringify({
+    model: "qwen",
+    stream: false,
+    messages: [{ role: "user", content }],
+  });
+  assert.equal(sent?.bodyBytes, new TextEncoder().encode(expected).length);
 });

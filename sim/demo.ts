@@ -6,7 +6,7 @@
  */
 
 import { ConfigError, parseBackends, parseConfig } from "../config.ts";
-import { type Router, startRouter } from "../main.ts";
+import { type Router, startRouter } from "../router.ts";
 import { setupLogging } from "../log.ts";
 import { type SimCluster, type SimClusterOptions, startSimCluster } from "./cluster.ts";
 

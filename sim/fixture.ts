@@ -7,7 +7,7 @@
 import { effect } from "@preact/signals-core";
 import { parseConfig, type RouterConfig } from "../config.ts";
 import type { Store } from "../store.ts";
-import { type Router, startRouter } from "../main.ts";
+import { type Router, startRouter } from "../router.ts";
 import { type SimCluster, type SimClusterOptions, startSimCluster } from "./cluster.ts";
 import { type FakeKube, podObject, startFakeKube } from "./kube.ts";
 
@@ -29,7 +29,16 @@ export async function startWorld(
 ): Promise<TestWorld> {
   const sim = await startSimCluster(cluster);
   const parsed = parseConfig(
-    ["--backends", sim.backends, "--port", "0", "--host", "127.0.0.1", "--poll-interval", "1h"],
+    [
+      // No pods: the test gives its own backends (an empty --backends is refused).
+      ...(sim.backends === "" ? [] : ["--backends", sim.backends]),
+      "--port",
+      "0",
+      "--host",
+      "127.0.0.1",
+      "--poll-interval",
+      "1h",
+    ],
     () => undefined,
   );
   if (parsed.help) throw new Error("unreachable");

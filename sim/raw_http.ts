@@ -29,6 +29,40 @@ export async function rawExchange(url: string, bytes: Uint8Array, ms = 10_000): 
   return text;
 }
 
+/**
+ * Sends raw bytes on one connection and reads until the router closes it or `ms`
+ * pass; `closed` tells which.
+ */
+export async function rawUntilClosed(
+  url: string,
+  bytes: Uint8Array,
+  ms: number,
+): Promise<{ text: string; closed: boolean }> {
+  const { hostname, port } = new URL(url);
+  const connection = await Deno.connect({ hostname, port: Number(port) });
+  let closed = true;
+  const timer = setTimeout(() => {
+    closed = false;
+    connection.close();
+  }, ms);
+  let text = "";
+  try {
+    await connection.write(bytes).catch(() => {});
+    const buffer = new Uint8Array(65_536);
+    for (;;) {
+      const n = await connection.read(buffer).catch(() => null);
+      if (n === null) break;
+      text += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+  } finally {
+    clearTimeout(timer);
+    try {
+      connection.close();
+    } catch { /* closed already */ }
+  }
+  return { text, closed };
+}
+
 function responseComplete(text: string): boolean {
   const [head, body] = text.split("\r\n\r\n", 2);
   const length = /content-length: (\d+)/i.exec(head);

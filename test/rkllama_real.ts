@@ -6,7 +6,7 @@
  */
 
 import { parseConfig, type RouterConfig } from "../config.ts";
-import { type Router, startRouter } from "../main.ts";
+import { type Router, startRouter } from "../router.ts";
 
 /** `../shared/rkllama-real`, found relative to the project root. */
 export const REAL_DIR = new URL("../../shared/rkllama-real/", import.meta.url).pathname;

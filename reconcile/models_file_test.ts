@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type ConfigText, ModelsFileSource } from "./sources.ts";
+import { type ConfigText, ModelsFileSource } from "./models_file.ts";
 
 Deno.test("the models file is read at start and again when it is replaced", async () => {
   const dir = await Deno.makeTempDir({ prefix: "rkllama-router-test-" });

@@ -1,0 +1,280 @@
+/**
+ * @module
+ * The router's composition root: a config into the store and its workers, and the
+ * Hono routes on `Deno.serve`. main.ts reads the flags and loads this module after
+ * them, so a bad flag is refused before any of it loads; the Kubernetes client
+ * loads only in Kubernetes mode.
+ */
+
+import { Hono } from "hono";
+import type { RouterConfig } from "./config.ts";
+import { Store } from "./store.ts";
+import { Poller } from "./discovery/poller.ts";
+import { addStaticBackends } from "./discovery/static.ts";
+import type { KubeConnection, PodWatch } from "./discovery/kubernetes.ts";
+import { type Placement, startPlacement } from "./reconcile/placement.ts";
+import { ColdGate } from "./routes/cold_gate.ts";
+import { proxyRoutes } from "./routes/proxy.ts";
+import { aggregateRoutes } from "./routes/aggregate.ts";
+import { adminRoutes } from "./routes/admin.ts";
+import { healthRoutes } from "./routes/health.ts";
+import { ModelActivity } from "./routes/model_activity.ts";
+import { routerSnapshot, StatusFeed } from "./routes/status_feed.ts";
+import { eventRoutes } from "./routes/events.ts";
+import { renderSections, uiRoutes } from "./routes/ui.tsx";
+import { errorResponse } from "./routes/errors.ts";
+import { assignRequestId, requestIds } from "./routes/request_id.ts";
+import { adminAuth } from "./routes/admin_auth.ts";
+import { canonicalUrl } from "./routes/canonical_url.ts";
+import { ownPathMethods } from "./routes/own_paths.ts";
+import { corsHandler } from "./routes/cors.ts";
+import { logger } from "./log.ts";
+import { RouterMetrics } from "./metrics.ts";
+
+const log = logger("main");
+
+/** A running router. */
+export interface Router {
+  /** `http://host:port` it listens on (the real port when `--port 0`). */
+  url: string;
+  store: Store;
+  poller: Poller;
+  /** Model placement, when there is a config to follow. */
+  placement: Placement | undefined;
+  metrics: RouterMetrics;
+  /** Makes `/health/ready` answer 503 from now on, so endpoints drop this replica. */
+  drain(): void;
+  /**
+   * Stops accepting, lets requests in flight finish (for at most `timeoutMs`, when
+   * given), stops polling. Resolves true when every request finished in time.
+   */
+  shutdown(timeoutMs?: number): Promise<boolean>;
+}
+
+/**
+ * Starts the router described by `config` and resolves once it listens and the
+ * first poll of the static backends has finished.
+ */
+export async function startRouter(config: RouterConfig): Promise<Router> {
+  const store = new Store(config.unreachableAfter);
+  const poller = new Poller(store, {
+    intervalMs: config.pollIntervalMs,
+    timeoutMs: config.pollTimeoutMs,
+  });
+  const gate = new ColdGate(store, config.maxQueue);
+  // Placement starts once the server listens (its Lease publishes this replica's
+  // URL); the routes and the metrics read it through this holder.
+  const started: { placement?: Placement } = {};
+  const metrics = new RouterMetrics(store, () => started.placement?.gauges());
+  store.onRemove = (pod) => void metrics.forgetPod(pod);
+  store.onEject = (pod, until, reason) => {
+    metrics.ejected(pod);
+    log.warn("pod {pod} ejected for {ejectMs} ms: {reason}", {
+      pod,
+      ejectMs: until - Date.now(),
+      reason,
+    });
+  };
+  let podWatch: PodWatch | undefined;
+  let connection: KubeConnection | undefined;
+  if (config.backends.length > 0) {
+    addStaticBackends(store, config.backends);
+  } else {
+    // Loaded here only: the client is most of the router's code, and static mode needs none of it.
+    const { connectKube, PodWatch } = await import("./discovery/kubernetes.ts");
+    connection = connectKube(config.kubeApi, (name) => Deno.env.get(name), canRead);
+    connection.onWatchRestart = (resource, reason) => metrics.watchRestarted(resource, reason);
+    store.setDiscovery({ mode: "kubernetes", source: connection.source, connected: false });
+    podWatch = new PodWatch(store, connection, {
+      namespace: config.namespace,
+      selector: config.selector,
+      podPort: config.podPort,
+      onNewPod: (pod) => void poller.repoll(pod),
+    });
+    log.info("discovering pods in namespace {namespace} with selector {selector} via {source}", {
+      namespace: config.namespace,
+      selector: config.selector,
+      source: connection.source,
+    });
+    await podWatch.start();
+  }
+
+  await poller.pollAll();
+  const activity = new ModelActivity();
+  // The page asks for the token only when the router checks one (routes/admin_auth.ts).
+  const adminTokenRequired = config.adminToken !== "";
+  const feed = new StatusFeed(
+    routerSnapshot({ store, placement: () => started.placement, activity, adminTokenRequired }),
+  );
+
+  let draining = false;
+  const app = new Hono();
+  app.use(requestIds());
+  app.use(adminAuth(config.adminToken, () => metrics.adminRefused()));
+  app.use(ownPathMethods());
+  app.route("/", healthRoutes(store, () => draining));
+  app.route("/", uiRoutes({ feed, adminTokenRequired }));
+  app.route("/", eventRoutes({ feed, render: renderSections }));
+  app.get(
+    "/metrics",
+    async () =>
+      new Response(await metrics.text(), { headers: { "content-type": metrics.contentType } }),
+  );
+  app.route(
+    "/",
+    adminRoutes({
+      store,
+      repoll: (pod) => poller.repoll(pod),
+      placement: () => started.placement?.view(),
+    }),
+  );
+  app.route("/", aggregateRoutes(store));
+  const proxy = proxyRoutes({
+    store,
+    gate,
+    repoll: (pod) => void poller.repoll(pod),
+    maxBodyBytes: config.maxBodyBytes,
+    maxBodyTotalBytes: Math.max(config.maxBodyTotalBytes, config.maxBodyBytes),
+    ejectMs: config.ejectMs,
+    firstByteTimeoutMs: config.firstByteTimeoutMs,
+    connectTimeoutMs: config.connectTimeoutMs,
+    streamIdleTimeoutMs: config.streamIdleTimeoutMs,
+    bodyTimeoutMs: config.bodyTimeoutMs,
+    retryAfterSeconds: Math.min(30, Math.max(1, Math.ceil(config.pollIntervalMs / 1000))),
+    // The poll that would show the expiry can be a whole interval late, plus slack.
+    staleAfterMs: Math.max(0, config.podIdleExpiryMs - config.pollIntervalMs - 30_000),
+    coldLoader: () => started.placement?.coldLoader(),
+    // Only models a pod has: a client's made-up name must not grow the counters.
+    onAnswered: (model, ttfbMs) => {
+      if (store.modelNames.peek().has(model)) activity.record(model, ttfbMs, Date.now());
+    },
+    metrics,
+    adminToken: config.adminToken,
+  });
+  app.route("/", proxy.app);
+  const unexpected = (path: string, error: Error) => {
+    log.error("unexpected error on {path}: {error}", { path, error: String(error) });
+    return errorResponse(path, 500, `internal router error: ${error.message}`);
+  };
+  app.onError((error, c) => unexpected(c.req.path, error));
+  // Inference requests go to the proxy directly, as Hono would send them, with
+  // the request id its middleware gives (they need no admin token, and are no
+  // path of the router's own): Hono's share of a small request was more than a
+  // tenth of the router's CPU (bench/).
+  const proxied = async (request: Request) => {
+    const id = assignRequestId(request);
+    let response: Response;
+    try {
+      response = await proxy.handle(request);
+    } catch (error) {
+      response = unexpected(new URL(request.url).pathname, error as Error);
+    }
+    response.headers.set("x-request-id", id);
+    return response;
+  };
+
+  poller.start();
+  const route = (request: Request, info: Deno.ServeHandlerInfo) => {
+    // An inference path exactly as written is already as the pod will see it.
+    if (proxy.isInference(request)) return proxied(request);
+    // Over HTTP/2, `*` (but for OPTIONS) arrives with no path at all: not a URL.
+    if (!URL.canParse(request.url)) {
+      return errorResponse("/", 400, "the request target must be a path, such as /api/tags");
+    }
+    // Routing, the admin check and the proxy all see the path the pod will see.
+    const canonical = canonicalUrl(request.url);
+    if (canonical === undefined) return app.fetch(request, info);
+    return app.fetch(
+      new Request(canonical, {
+        method: request.method,
+        headers: request.headers,
+        body: request.body,
+        signal: request.signal,
+      }),
+      info,
+    );
+  };
+  // Browsers first: a preflight needs no model, and a page from an origin not
+  // allowed reaches nothing (routes/cors.ts).
+  const cors = corsHandler(config.allowedOrigins);
+  const server = Deno.serve({
+    port: config.port,
+    hostname: config.host,
+    onListen: () => {},
+    // Deno's default prints the error as text among the JSON lines.
+    onError: (error) => unexpected("", error instanceof Error ? error : new Error(String(error))),
+  }, (request, info) => cors(request, () => route(request, info)));
+  const url = `http://${server.addr.hostname}:${server.addr.port}`;
+  const wildcard = ["0.0.0.0", "::", "[::]"].includes(config.host);
+  const placement = await startPlacement({
+    store,
+    config: { ...config, advertiseUrl: config.advertiseUrl || (wildcard ? "" : url) },
+    connection,
+    repoll: (pod) => poller.repoll(pod),
+    onActionResult: (result) => metrics.reconcileAction(result.action.kind, result.outcome),
+  });
+  started.placement = placement;
+  log.info("listening on {url}", {
+    url,
+    pods: store.pods.peek().size,
+    // Whether operator writes and model management need --admin-token (never the token).
+    adminToken: config.adminToken !== "",
+  });
+  return {
+    url,
+    store,
+    poller,
+    placement,
+    metrics,
+    drain() {
+      draining = true;
+    },
+    async shutdown(timeoutMs?: number) {
+      draining = true;
+      // Stop taking requests first; the rest (Lease release included) follows.
+      // Event streams never end by themselves, so they are ended here (pages reconnect).
+      // Answers whose clients left are still read from their pods: wait for them too.
+      const closing = server.shutdown().then(() => proxy.streamsEnded());
+      const stopping = withTimeout(closing, timeoutMs);
+      feed.close();
+      const finished = await stopping;
+      if (!finished) {
+        // Time is up: end the streams still running with an error line their clients
+        // understand, and give those lines a moment to leave, rather than cut them.
+        const ended = proxy.endStreams("the router is shutting down (--shutdown-timeout)");
+        if (ended > 0) await withTimeout(closing, 1000);
+      }
+      await placement?.stop();
+      poller.stop();
+      metrics.stop();
+      await podWatch?.stop();
+      return finished;
+    },
+  };
+}
+
+/** True when `promise` settles within `ms` (no limit when undefined), else false. */
+async function withTimeout(promise: Promise<void>, ms: number | undefined): Promise<boolean> {
+  if (ms === undefined) {
+    await promise;
+    return true;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** True when the file exists and this process may read it. */
+function canRead(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
