@@ -358,17 +358,22 @@ Deno.test("killing a pod cuts an open stream mid-way and refuses new connections
   await assert.rejects(pod.waitFor(ofType("generation-end")));
 });
 
+/** A streaming chat whose client reads its first chunk, then hangs up. */
+async function leaveMidStream(pod: SimPod): Promise<void> {
+  const client = new AbortController();
+  const response = await postJson(`${pod.url}/api/chat`, { model: "qwen-1.5b", ...CHAT }, {
+    signal: client.signal,
+  });
+  const reader = response.body!.getReader();
+  await reader.read();
+  client.abort();
+  await assert.rejects(reader.read());
+}
+
 Deno.test("FA: a client that leaves mid-stream does not stop the worker; the rest of its answer starts the next one", async () => {
   const tokens = ["a", "b", "c", "d", "e"];
   await withPod({ loaded: ["qwen-1.5b"], tokens }, async (pod) => {
-    const client = new AbortController();
-    const response = await postJson(`${pod.url}/api/chat`, { model: "qwen-1.5b", ...CHAT }, {
-      signal: client.signal,
-    });
-    const reader = response.body!.getReader();
-    await reader.read();
-    client.abort();
-    await assert.rejects(reader.read());
+    await leaveMidStream(pod);
     const aborted = await pod.waitFor(ofType("aborted"));
     assert.equal(aborted.path, "/api/chat");
     assert.equal(aborted.model, "qwen-1.5b");
@@ -389,14 +394,7 @@ Deno.test("FL: a client that leaves mid-stream kills the model's worker; the nex
   await withPod(
     { flavor: "fl", loaded: ["qwen-1.5b"], tokenDelayMs: 20, workerReapMs: 100 },
     async (pod) => {
-      const client = new AbortController();
-      const response = await postJson(`${pod.url}/api/chat`, { model: "qwen-1.5b", ...CHAT }, {
-        signal: client.signal,
-      });
-      const reader = response.body!.getReader();
-      await reader.read();
-      client.abort();
-      await assert.rejects(reader.read());
+      await leaveMidStream(pod);
       await pod.waitFor(ofType("worker-died"));
       const asked = performance.now();
       const next = await postJson(`${pod.url}/api/chat`, {
