@@ -44,15 +44,46 @@ async function listeningUrl(stdout: ReadableStream<Uint8Array>): Promise<string>
   throw new Error(`the router exited before listening; it wrote: ${buffer}`);
 }
 
+/** The permission set named by `-P=NAME` in `flags`, from deno.json's `"permissions"`. */
+async function permissionSet(flags: string[]): Promise<Record<string, unknown>> {
+  const config = JSON.parse(await Deno.readTextFile(new URL("./deno.json", import.meta.url)));
+  const named = flags.find((flag) => flag.startsWith("-P="));
+  assert.ok(named, "the start task names its permission set with -P=NAME");
+  const set = config.permissions?.[named.slice("-P=".length)];
+  assert.ok(set, `deno.json has no permission set ${named}`);
+  return set;
+}
+
 Deno.test("the start task lets the router read exactly the variables it reads, and no others", async () => {
   const flags = await startTaskFlags();
-  const allowEnv = flags.find((flag) => flag.startsWith("--allow-env="));
-  assert.ok(allowEnv, "the start task must list the variables it reads");
+  const set = await permissionSet(flags);
+  assert.ok(Array.isArray(set.env), "the permission set must list the variables it reads");
   assert.deepEqual(
-    allowEnv.slice("--allow-env=".length).split(",").sort(),
+    [...set.env as string[]].sort(),
     [...FLAGS.map((spec) => envName(spec.flag)), ...OTHER_ENV].sort(),
   );
   assert.ok(flags.includes("--ignore-env"), "libraries' own reads must find nothing");
+});
+
+/** The tasks whose permissions are a named set in deno.json, not flags repeated per task. */
+const SET_TASKS = [
+  "start",
+  "dev",
+  "compile",
+  "compile:amd64",
+  "compile:arm64",
+  "test",
+  "test:cluster",
+];
+
+Deno.test("the router's tasks name a permission set deno.json defines, and repeat no --allow-*", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("./deno.json", import.meta.url)));
+  for (const name of SET_TASKS) {
+    const task: string = config.tasks[name];
+    const set = /(?:^|\s)-P=(\S+)/.exec(task)?.[1];
+    assert.ok(set && config.permissions[set], `${name}: names no permission set deno.json has`);
+    assert.doesNotMatch(task, /--allow-/, `${name} repeats permissions`);
+  }
 });
 
 Deno.test("--help prints every flag and exits 0", async () => {
