@@ -10,8 +10,8 @@
 import assert from "node:assert/strict";
 import * as k8s from "@kubernetes/client-node";
 import { parseAllDocuments } from "yaml";
-import { envName, FLAGS, parseConfig, type RouterConfig } from "./config.ts";
-import { parseModelsConfig } from "./reconcile/config.ts";
+import { envName, FLAGS, parseConfig, type RouterConfig } from "./config/flags.ts";
+import { parseModelsConfig } from "./config/models.ts";
 import { startKubeWorld, startWorld } from "./sim/fixture.ts";
 import { configMapObject, type KubeRequest } from "./sim/kube.ts";
 

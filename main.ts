@@ -6,7 +6,7 @@
  * be needed (static mode never loads the Kubernetes client).
  */
 
-import { ConfigError, helpText, parseConfig, type RouterConfig } from "./config.ts";
+import { ConfigError, helpText, parseConfig, type RouterConfig } from "./config/flags.ts";
 import type { Router } from "./router.ts";
 
 /**
@@ -40,7 +40,7 @@ async function main(args: string[]): Promise<void> {
     Deno.exit(2);
   }
   const [{ logger, setupLogging, describeError }, { startRouter }] = await Promise.all([
-    import("./log.ts"),
+    import("./obs/log.ts"),
     import("./router.ts"),
   ]);
   await setupLogging(config.logLevel, config.logFormat);

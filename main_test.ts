@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { envName, FLAGS, OTHER_ENV } from "./config.ts";
+import { envName, FLAGS, OTHER_ENV } from "./config/flags.ts";
 import { startSimCluster } from "./sim/cluster.ts";
 import type { SimPod } from "./sim/pod.ts";
 import { configMapObject, podObject, startFakeKube } from "./sim/kube.ts";
@@ -74,6 +74,7 @@ const SET_TASKS = [
   "compile:arm64",
   "test",
   "test:cluster",
+  "test:outage",
 ];
 
 Deno.test("the router's tasks name a permission set deno.json defines, and repeat no --allow-*", async () => {

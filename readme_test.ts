@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { DEMO_CLUSTER, startDemo } from "./sim/demo.ts";
-import { envName, FLAGS } from "./config.ts";
+import { envName, FLAGS } from "./config/flags.ts";
 
 /** The curl lines of the `sh` blocks of `file`, with the status each one should get. */
 async function readmeExamples(

@@ -7,29 +7,29 @@
  */
 
 import { Hono } from "hono";
-import type { RouterConfig } from "./config.ts";
-import { Store } from "./store.ts";
-import { Poller } from "./discovery/poller.ts";
-import { addStaticBackends } from "./discovery/static.ts";
-import type { KubeConnection, PodWatch } from "./discovery/kubernetes.ts";
-import { type Placement, startPlacement } from "./reconcile/placement.ts";
-import { ColdGate } from "./routes/cold_gate.ts";
-import { proxyRoutes } from "./routes/proxy.ts";
-import { aggregateRoutes } from "./routes/aggregate.ts";
-import { adminRoutes } from "./routes/admin.ts";
-import { healthRoutes } from "./routes/health.ts";
-import { ModelActivity } from "./routes/model_activity.ts";
-import { routerSnapshot, StatusFeed } from "./routes/status_feed.ts";
-import { eventRoutes } from "./routes/events.ts";
-import { renderSections, uiRoutes } from "./routes/ui.tsx";
-import { errorResponse } from "./routes/errors.ts";
-import { assignRequestId, requestIds } from "./routes/request_id.ts";
-import { adminAuth } from "./routes/admin_auth.ts";
-import { canonicalUrl } from "./routes/canonical_url.ts";
-import { ownPathMethods } from "./routes/own_paths.ts";
-import { corsHandler } from "./routes/cors.ts";
-import { logger } from "./log.ts";
-import { RouterMetrics } from "./metrics.ts";
+import type { RouterConfig } from "./config/flags.ts";
+import { Store } from "./cluster/store.ts";
+import { Poller } from "./cluster/poller.ts";
+import { addStaticBackends } from "./cluster/static.ts";
+import type { KubeConnection, PodWatch } from "./kube/kubernetes.ts";
+import { type Placement, startPlacement } from "./placement/placement.ts";
+import { ColdGate } from "./proxy/cold_gate.ts";
+import { proxyRoutes } from "./proxy/proxy.ts";
+import { aggregateRoutes } from "./proxy/aggregate.ts";
+import { adminRoutes } from "./admin/admin.ts";
+import { healthRoutes } from "./http/health.ts";
+import { ModelActivity } from "./status/model_activity.ts";
+import { routerSnapshot, StatusFeed } from "./status/status_feed.ts";
+import { eventRoutes } from "./status/events.ts";
+import { renderSections, uiRoutes } from "./status/ui.tsx";
+import { errorResponse } from "./api/errors.ts";
+import { assignRequestId, requestIds } from "./api/request_id.ts";
+import { adminAuth } from "./api/admin_auth.ts";
+import { canonicalUrl } from "./http/canonical_url.ts";
+import { ownPathMethods } from "./http/own_paths.ts";
+import { corsHandler } from "./http/cors.ts";
+import { logger } from "./obs/log.ts";
+import { RouterMetrics } from "./obs/metrics.ts";
 
 const log = logger("main");
 
@@ -81,7 +81,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     addStaticBackends(store, config.backends);
   } else {
     // Loaded here only: the client is most of the router's code, and static mode needs none of it.
-    const { connectKube, PodWatch } = await import("./discovery/kubernetes.ts");
+    const { connectKube, PodWatch } = await import("./kube/kubernetes.ts");
     connection = connectKube(config.kubeApi, (name) => Deno.env.get(name), canRead);
     connection.onWatchRestart = (resource, reason) => metrics.watchRestarted(resource, reason);
     store.setDiscovery({ mode: "kubernetes", source: connection.source, connected: false });
@@ -101,7 +101,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
 
   await poller.pollAll();
   const activity = new ModelActivity();
-  // The page asks for the token only when the router checks one (routes/admin_auth.ts).
+  // The page asks for the token only when the router checks one (api/admin_auth.ts).
   const adminTokenRequired = config.adminToken !== "";
   const feed = new StatusFeed(
     routerSnapshot({ store, placement: () => started.placement, activity, adminTokenRequired }),
@@ -195,7 +195,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     );
   };
   // Browsers first: a preflight needs no model, and a page from an origin not
-  // allowed reaches nothing (routes/cors.ts).
+  // allowed reaches nothing (http/cors.ts).
   const cors = corsHandler(config.allowedOrigins);
   const server = Deno.serve({
     port: config.port,

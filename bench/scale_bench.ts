@@ -6,9 +6,9 @@
  * every pod within a round. `deno task bench` runs this file with `--json`.
  */
 
-import { pick } from "../routes/pick.ts";
-import { type PodModelEntry, type PollResult, Store } from "../store.ts";
-import { Poller } from "../discovery/poller.ts";
+import { pick } from "../proxy/pick.ts";
+import { type PodModelEntry, type PollResult, Store } from "../cluster/store.ts";
+import { Poller } from "../cluster/poller.ts";
 import { startBackend } from "./processes.ts";
 
 const PODS = 500;

@@ -5,9 +5,9 @@
  * given to the task (e.g. `--port 9000`) are passed on.
  */
 
-import { ConfigError, parseBackends, parseConfig } from "../config.ts";
+import { ConfigError, parseBackends, parseConfig } from "../config/flags.ts";
 import { type Router, startRouter } from "../router.ts";
-import { setupLogging } from "../log.ts";
+import { setupLogging } from "../obs/log.ts";
 import { type SimCluster, type SimClusterOptions, startSimCluster } from "./cluster.ts";
 
 /** The demo cluster: two FastAPI-generation boards and one Flask-generation board. */

@@ -5,8 +5,8 @@
  */
 
 import { effect } from "@preact/signals-core";
-import { parseConfig, type RouterConfig } from "../config.ts";
-import type { Store } from "../store.ts";
+import { parseConfig, type RouterConfig } from "../config/flags.ts";
+import type { Store } from "../cluster/store.ts";
 import { type Router, startRouter } from "../router.ts";
 import { type SimCluster, type SimClusterOptions, startSimCluster } from "./cluster.ts";
 import { type FakeKube, podObject, startFakeKube } from "./kube.ts";

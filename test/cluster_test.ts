@@ -36,7 +36,7 @@ const NS = "router-envtest";
 const SA_USER = `system:serviceaccount:${NS}:rkllama-router`;
 /** Longest wait for anything the router does after an API change. */
 const STEP_MS = 30_000;
-/** The router's Lease timings (reconcile/leader.ts): duration and retry period. */
+/** The router's Lease timings (kube/leader.ts): duration and retry period. */
 const LEASE_MS = 15_000;
 const RETRY_MS = 2_000;
 const MERGE = "application/merge-patch+json";

@@ -5,7 +5,7 @@
  * cache by its `setup.sh`, started on loopback, stopped with their model workers.
  */
 
-import { parseConfig, type RouterConfig } from "../config.ts";
+import { parseConfig, type RouterConfig } from "../config/flags.ts";
 import { type Router, startRouter } from "../router.ts";
 
 /** `../shared/rkllama-real`, found relative to the project root. */

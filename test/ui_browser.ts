@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
-import { parseConfig } from "../config.ts";
+import { parseConfig } from "../config/flags.ts";
 import { startRouter } from "../router.ts";
 import { startSimCluster } from "../sim/cluster.ts";
 import { startWorld } from "../sim/fixture.ts";
