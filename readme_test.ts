@@ -18,7 +18,7 @@ async function readmeExamples(
   return examples;
 }
 
-Deno.test("every curl example in README.md and docs/api.md works against the demo", async () => {
+Deno.test("every curl example in README.md and docs/*.md works against the demo", async () => {
   const fast = {
     pods: DEMO_CLUSTER.pods.map((pod) => ({ ...pod, loadDelayMs: 20, tokenDelayMs: 1 })),
   };
@@ -29,6 +29,11 @@ Deno.test("every curl example in README.md and docs/api.md works against the dem
   assert.ok(readme.length >= 15, `only ${readme.length} examples found in README.md`);
   assert.ok(api.length >= 10, `only ${api.length} examples found in docs/api.md`);
   const examples = [...readme, ...api];
+  // Every other page of docs/ too: a command moved out of README stays executed.
+  for await (const entry of Deno.readDir(new URL("./docs/", import.meta.url))) {
+    if (!entry.name.endsWith(".md") || entry.name === "api.md") continue;
+    examples.push(...await readmeExamples(`./docs/${entry.name}`));
+  }
   for (const { command, status } of examples) {
     const line = command.replaceAll("localhost:8080", address);
     const output = await new Deno.Command("bash", {
