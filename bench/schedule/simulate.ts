@@ -111,7 +111,7 @@ export function lowerBound(scenario: Scenario): Run & { loadAfter: number } {
  * bound loads another copy: the bound is the best of these schedules (loading
  * eagerly wins on bursts, sparingly on steady traffic).
  */
-export const LOAD_AFTER = [1, 2, 4, 8];
+export const LOAD_AFTER = [0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 4, 8];
 
 /**
  * One queue in front of all boards, late binding, and a load on an idle board

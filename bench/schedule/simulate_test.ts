@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { lowerBound, seedRule, sharedQueue } from "./simulate.ts";
+import { LOAD_AFTER, lowerBound, seedRule, sharedQueue } from "./simulate.ts";
 import type { BoardSpec, Scenario, TraceRequest } from "./trace.ts";
 
 function scenario(
@@ -101,7 +101,7 @@ Deno.test("simulate: the bound adds no copy while the loaded ones keep up", () =
     [board("a", ["qwen"], ["qwen"]), board("b", ["qwen"], [])],
     Array.from({ length: 20 }, (_, i) => [i * 200, "qwen", 100] as [number, string, number]),
   );
-  for (const loadAfter of [1, 2, 4, 8]) assert.equal(sharedQueue(steady, loadAfter).loads, 0);
+  for (const loadAfter of LOAD_AFTER) assert.equal(sharedQueue(steady, loadAfter).loads, 0);
 });
 
 Deno.test("simulate: busy time is the sum of the answers each board generated", () => {
