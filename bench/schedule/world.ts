@@ -1,0 +1,61 @@
+/**
+ * @module
+ * The one place the schedule benchmark touches the rest of the repository: a
+ * router started in this process (router.ts, via sim/fixture.ts) in front of
+ * simulated RKLlama boards (sim/pod.ts). When those files move, fix the imports
+ * here.
+ */
+
+import { startWorld } from "../../sim/fixture.ts";
+import type { SimEvent } from "../../sim/pod.ts";
+
+/** One simulated board to start. */
+export interface SimBoard {
+  name: string;
+  models: string[];
+  loaded: string[];
+  loadDelayMs: number;
+  tokenDelayMs: number;
+  tokens: number;
+}
+
+/** What the benchmark needs from a simulated board. */
+export interface BoardHandle {
+  readonly name: string;
+  readonly events: readonly SimEvent[];
+  readonly maxConcurrentGenerations: number;
+  readonly orphanedWorkers: number;
+  pause(): void;
+  resume(): void;
+}
+
+/** A router in front of simulated boards; `await using` stops both. */
+export interface RouterWorld extends AsyncDisposable {
+  url: string;
+  boards: BoardHandle[];
+}
+
+/** Loopback addresses 127.0.0.60 to .79 are this benchmark's. */
+const FIRST_ADDRESS = 60;
+
+/** Starts the boards (FA, one generation at a time) and the router as it is today. */
+export async function startRouterWorld(boards: readonly SimBoard[]): Promise<RouterWorld> {
+  if (boards.length > 20) throw new Error("bench:schedule has 20 loopback addresses for boards");
+  const world = await startWorld({
+    firstAddress: FIRST_ADDRESS,
+    pods: boards.map((board) => ({
+      name: board.name,
+      flavor: "fa" as const,
+      models: board.models,
+      loaded: board.loaded,
+      loadDelayMs: board.loadDelayMs,
+      tokenDelayMs: board.tokenDelayMs,
+      tokens: Array.from({ length: board.tokens }, (_, i) => `t${i} `),
+    })),
+  });
+  return {
+    url: world.url,
+    boards: world.cluster.pods,
+    [Symbol.asyncDispose]: () => world[Symbol.asyncDispose](),
+  };
+}
