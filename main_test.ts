@@ -310,6 +310,9 @@ Deno.test("on SIGTERM the router turns unready, stops taking connections after -
     "127.0.0.1",
     "--drain-delay",
     "200ms",
+    // Five streams per pod reach the pods (the router would queue all but one).
+    "--slots",
+    "5",
   ]);
   const log = logLines(child.stdout);
   const url = (await log.next(/^listening/)).url as string;

@@ -14,6 +14,7 @@ import { addStaticBackends } from "./cluster/static.ts";
 import type { KubeConnection, PodWatch } from "./kube/kubernetes.ts";
 import { type Placement, startPlacement } from "./placement/placement.ts";
 import { ColdGate } from "./proxy/cold_gate.ts";
+import { Scheduler } from "./proxy/scheduler.ts";
 import { proxyRoutes } from "./proxy/proxy.ts";
 import { aggregateRoutes } from "./proxy/aggregate.ts";
 import { adminRoutes } from "./admin/admin.ts";
@@ -61,11 +62,22 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     intervalMs: config.pollIntervalMs,
     timeoutMs: config.pollTimeoutMs,
   });
-  const gate = new ColdGate(store, config.maxQueue);
+  const gate = new ColdGate(store);
+  // The poll that would show an idle expiry can be a whole interval late, plus slack.
+  const staleAfterMs = Math.max(0, config.podIdleExpiryMs - config.pollIntervalMs - 30_000);
+  const scheduler = new Scheduler({
+    store,
+    gate,
+    slots: config.slots,
+    maxQueue: config.maxQueue,
+    queueTimeoutMs: config.queueTimeoutMs,
+    staleAfterMs,
+    onLeave: (model, how, waitedMs) => metrics.queueLeft(model, how, waitedMs),
+  });
   // Placement starts once the server listens (its Lease publishes this replica's
   // URL); the routes and the metrics read it through this holder.
   const started: { placement?: Placement } = {};
-  const metrics = new RouterMetrics(store, () => started.placement?.gauges());
+  const metrics = new RouterMetrics(store, () => started.placement?.gauges(), scheduler);
   store.onRemove = (pod) => void metrics.forgetPod(pod);
   store.onEject = (pod, until, reason) => {
     metrics.ejected(pod);
@@ -104,7 +116,13 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   // The page asks for the token only when the router checks one (api/admin_auth.ts).
   const adminTokenRequired = config.adminToken !== "";
   const feed = new StatusFeed(
-    routerSnapshot({ store, placement: () => started.placement, activity, adminTokenRequired }),
+    routerSnapshot({
+      store,
+      placement: () => started.placement,
+      activity,
+      adminTokenRequired,
+      queue: scheduler,
+    }),
   );
 
   let draining = false;
@@ -126,12 +144,14 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       store,
       repoll: (pod) => poller.repoll(pod),
       placement: () => started.placement?.view(),
+      queues: () => scheduler.demand(),
+      slotsBusy: (pod) => scheduler.busyOn(pod),
     }),
   );
   app.route("/", aggregateRoutes(store));
   const proxy = proxyRoutes({
     store,
-    gate,
+    scheduler,
     repoll: (pod) => void poller.repoll(pod),
     maxBodyBytes: config.maxBodyBytes,
     maxBodyTotalBytes: Math.max(config.maxBodyTotalBytes, config.maxBodyBytes),
@@ -141,9 +161,8 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     streamIdleTimeoutMs: config.streamIdleTimeoutMs,
     bodyTimeoutMs: config.bodyTimeoutMs,
     retryAfterSeconds: Math.min(30, Math.max(1, Math.ceil(config.pollIntervalMs / 1000))),
-    // The poll that would show the expiry can be a whole interval late, plus slack.
-    staleAfterMs: Math.max(0, config.podIdleExpiryMs - config.pollIntervalMs - 30_000),
-    coldLoader: () => started.placement?.coldLoader(),
+    staleAfterMs,
+    dispatcher: () => started.placement?.leaderUrl(),
     // Only models a pod has: a client's made-up name must not grow the counters.
     onAnswered: (model, ttfbMs) => {
       if (store.modelNames.peek().has(model)) activity.record(model, ttfbMs, Date.now());
@@ -246,6 +265,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       }
       await placement?.stop();
       poller.stop();
+      scheduler.stop();
       metrics.stop();
       await podWatch?.stop();
       return finished;

@@ -5,6 +5,7 @@
  * instead of being proxied to a pod that would not know them either.
  */
 
+import type { ModelDemand } from "../cluster/demand.ts";
 import { Hono } from "hono";
 import { isEjected, isRoutable, type PodRecord, podState, type Store } from "../cluster/store.ts";
 import { errorResponse } from "../api/errors.ts";
@@ -21,6 +22,10 @@ export interface AdminOptions {
   placement: () => Record<string, unknown> | undefined;
   /** How long one pod's force-unload may take. */
   forceUnloadTimeoutMs?: number;
+  /** The router's queue per model (see proxy/scheduler.ts). */
+  queues?: () => readonly ModelDemand[];
+  /** Generation slots taken on a pod now. */
+  slotsBusy?: (pod: string) => number;
 }
 
 /** The Hono app for `/router/*`. */
@@ -56,6 +61,15 @@ export function adminRoutes(options: AdminOptions): Hono {
         ready: pod.ready,
         state: podState(pod, now),
         models: [...pod.loaded.keys()].sort(),
+        slots_busy: options.slotsBusy?.(pod.name) ?? 0,
+      })),
+      queues: (options.queues?.() ?? []).map((queue) => ({
+        model: queue.model,
+        waiting: queue.waiting,
+        serving: queue.serving,
+        oldest_wait_ms: Math.round(queue.oldestWaitMs),
+        answer_ms: queue.answerMs === undefined ? null : Math.round(queue.answerMs),
+        copies: queue.copies,
       })),
     });
   });

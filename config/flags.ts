@@ -29,6 +29,9 @@ export interface RouterConfig {
   shutdownTimeoutMs: number;
   adminToken: string;
   maxQueue: number;
+  queueTimeoutMs: number;
+  /** Generations a board runs at once: 0 = by its RKLlama generation, N = N per board. */
+  slots: number;
   logLevel: LogLevel;
   logFormat: LogFormat;
   kubeApi: string;
@@ -72,7 +75,8 @@ type Kind =
   | "bool"
   | "choice"
   | "token"
-  | "origins";
+  | "origins"
+  | "slots";
 
 interface FlagSpec {
   flag: string;
@@ -323,7 +327,24 @@ export const FLAGS: readonly FlagSpec[] = [
     default: "256",
     min: 0,
     max: 1_000_000,
-    help: "requests per model that may wait for the model to finish loading",
+    help:
+      "requests per model that may wait in the router for a free board (or for the model to load); more get 503 with Retry-After",
+  },
+  {
+    flag: "queue-timeout",
+    key: "queueTimeoutMs",
+    kind: "duration",
+    default: "5m",
+    help:
+      "longest a request waits in the router for a free board; then 503 with Retry-After (a cold load plus the queue before it)",
+  },
+  {
+    flag: "slots",
+    key: "slots",
+    kind: "slots",
+    default: "auto",
+    help:
+      "generations a board runs at once: auto = RKLlama's own (one per board on the FastAPI generation, one per model on Flask), or N per board for other Ollama-compatible servers",
   },
   {
     flag: "pod-idle-expiry",
@@ -406,6 +427,7 @@ function placeholder(kind: Kind): string {
     bool: "",
     choice: "NAME",
     token: "TOKEN",
+    slots: "auto|N",
     origins: "LIST",
   }[kind];
 }
@@ -531,6 +553,13 @@ function parseValue(spec: FlagSpec, raw: string, source: string): unknown {
     case "choice":
       if (!spec.choices!.includes(raw.trim())) fail(`one of ${spec.choices!.join(", ")}`);
       return raw.trim();
+    case "slots": {
+      if (raw.trim() === "auto") return 0;
+      if (!/^\d+$/.test(raw.trim()) || Number(raw) < 1 || Number(raw) > 1000) {
+        fail("auto, or a whole number of generations per board from 1 to 1000");
+      }
+      return Number(raw.trim());
+    }
     case "origins": {
       const origins = raw.split(",").map((origin) => origin.trim()).filter((o) => o !== "");
       for (const origin of origins) {

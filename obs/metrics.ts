@@ -6,6 +6,7 @@
  * nothing is recomputed per request.
  */
 
+import type { ModelDemand } from "../cluster/demand.ts";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import * as client from "prom-client";
 import { podState, type Store } from "../cluster/store.ts";
@@ -89,6 +90,12 @@ const SECONDS_BUCKETS = [
   600,
 ];
 
+/** What the metrics read from the scheduler's queue at each scrape. */
+export interface QueueReadings {
+  demand(): readonly ModelDemand[];
+  busyOn(pod: string): number;
+}
+
 /** The router's metrics; one instance per running router. */
 export class RouterMetrics {
   /** Every metric of this router, prom-client's process metrics included. */
@@ -105,14 +112,58 @@ export class RouterMetrics {
   readonly #watchRestarts: Counter<"resource" | "reason">;
   readonly #loopLag = new LoopLag();
   readonly #adminRefusals: Counter;
+  readonly #queueWait: Histogram<"model">;
+  readonly #queueRefusals: Counter<"model" | "reason">;
 
   /**
    * @param store read at each scrape for pod and replica gauges
    * @param placement read at each scrape; undefined while there is no placement
+   * @param queue the scheduler's queue and slots, read at each scrape
    */
-  constructor(store: Store, placement: () => PlacementGauges | undefined) {
+  constructor(
+    store: Store,
+    placement: () => PlacementGauges | undefined,
+    queue?: QueueReadings,
+  ) {
     const own = new Registry();
     const registers = [own];
+    new Gauge({
+      name: PREFIX + "queue_length",
+      help: "Requests waiting in the router for a free generation slot, per model",
+      labelNames: ["model"],
+      registers,
+      collect() {
+        this.reset();
+        for (const model of queue?.demand() ?? []) this.set({ model: model.model }, model.waiting);
+      },
+    });
+    this.#queueWait = new Histogram({
+      name: PREFIX + "queue_wait_seconds",
+      help:
+        "Time a request waited in the router for a generation slot before it was sent to a pod (0 when one was free)",
+      labelNames: ["model"],
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.#queueRefusals = new Counter({
+      name: PREFIX + "queue_refusals_total",
+      help:
+        "Requests that left the router's queue without a slot: full (--max-queue), timeout (--queue-timeout), left (the client went away)",
+      labelNames: ["model", "reason"],
+      registers,
+    });
+    new Gauge({
+      name: PREFIX + "slots_busy",
+      help:
+        "Generation slots taken on each pod by this router (FastAPI boards have one, Flask boards one per model; see --slots)",
+      labelNames: ["pod"],
+      registers,
+      collect() {
+        this.reset();
+        if (!queue) return;
+        for (const pod of store.pods.peek().keys()) this.set({ pod }, queue.busyOn(pod));
+      },
+    });
     this.#requests = new Counter({
       name: PREFIX + "requests_total",
       help:
@@ -307,6 +358,12 @@ export class RouterMetrics {
   abandoned(pod: string, model: string, seconds: number): void {
     this.#abandoned.inc({ pod, model });
     this.#abandonedSeconds.inc({ pod, model }, seconds);
+  }
+
+  /** A request left the scheduler's queue: sent to a pod after `waitedMs`, or refused. */
+  queueLeft(model: string, how: "sent" | "timeout" | "left" | "full", waitedMs: number): void {
+    if (how === "sent") this.#queueWait.observe({ model }, waitedMs / 1000);
+    else this.#queueRefusals.inc({ model, reason: how });
   }
 
   upstreamError(pod: string, reason: "connect" | "timeout" | "stream" | "http_5xx"): void {

@@ -117,7 +117,7 @@ Deno.test("replicas hand the first requests for a model not loaded to the leader
   await world.kube.waitForRequest((r) => r.method === "GET" && r.path.includes("/leases/"), {
     since: world.kube.requests.length,
   });
-  assert.ok(follower.coldLoader());
+  assert.ok(follower.leaderUrl());
   const [pod] = world.cluster.pods;
   const responses = await Promise.all(
     world.routers.flatMap((router) =>

@@ -54,7 +54,7 @@ export interface Placement {
   /** What the metrics scrape reads. */
   gauges(): PlacementGauges;
   /** The leading replica's URL when another replica leads, else undefined. */
-  coldLoader(): string | undefined;
+  leaderUrl(): string | undefined;
   /** Whether this replica may act, as a signal (always true in static mode). */
   leading: ReadonlySignal<boolean>;
   /** Reads the models file again now (the ConfigMap is watched and needs no help). */
@@ -134,7 +134,7 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
       applier.changes.value,
       leading.value,
     ]),
-    coldLoader: () => elector?.leaderUrl || undefined,
+    leaderUrl: () => elector?.leaderUrl || undefined,
     gauges() {
       const status = reconciler.status;
       const desired = new Map<string, number>();

@@ -1,49 +1,7 @@
 import assert from "node:assert/strict";
 import { type Choice, pick, type PickInput } from "./pick.ts";
 import type { PodRecord } from "../cluster/store.ts";
-
-const NOW = 1_000_000;
-
-function pod(
-  name: string,
-  holds: { loaded?: string[]; onDisk?: string[]; loading?: string[] } = {},
-  state: {
-    inflight?: number;
-    ready?: boolean;
-    reachable?: boolean;
-    ejectedUntil?: number;
-    lastSent?: number;
-  } = {},
-): PodRecord {
-  const entries = (names: string[]) => new Map(names.map((n) => [n, { name: n }]));
-  return {
-    name,
-    node: name,
-    url: `http://${name}:8080`,
-    ready: state.ready ?? true,
-    onDisk: entries([...(holds.onDisk ?? []), ...(holds.loaded ?? [])]),
-    loaded: entries(holds.loaded ?? []),
-    otherModels: new Set(),
-    loading: new Map((holds.loading ?? []).map((m) => [m, NOW])),
-    polled: true,
-    reachable: state.reachable ?? true,
-    failedPolls: 0,
-    unreachable: false,
-    lastPollAt: NOW,
-    lastPollError: "",
-    busy: "",
-    version: "0.0.54",
-    generation: "fastapi",
-    runtime: {
-      inflight: state.inflight ?? 0,
-      ejectedUntil: state.ejectedUntil ?? 0,
-      ejectedAt: 0,
-      ejectedReason: "",
-      strikes: 0,
-      lastSent: new Map((holds.loaded ?? []).map((m) => [m, state.lastSent ?? NOW])),
-    },
-  };
-}
+import { NOW, podRecord as pod } from "../sim/records.ts";
 
 function choose(
   model: string | undefined,

@@ -9,7 +9,8 @@ import { Hono } from "hono";
 import type { Store } from "../cluster/store.ts";
 import { describeError as describe, logger } from "../obs/log.ts";
 import { type Choice, pick } from "./pick.ts";
-import { ColdGate, QueueFull } from "./cold_gate.ts";
+import type { Scheduler } from "./scheduler.ts";
+import type { PodRecord } from "../cluster/store.ts";
 import { errorResponse } from "../api/errors.ts";
 import { requestIdOf } from "../api/request_id.ts";
 import {
@@ -48,7 +49,8 @@ const log = logger("proxy");
 /** What the proxy needs from the rest of the router. */
 export interface ProxyOptions {
   store: Store;
-  gate: ColdGate;
+  /** The queue in front of the pods' generation slots. */
+  scheduler: Scheduler;
   /** Asks for a fresh poll of a pod the router just changed (it loaded a model). */
   repoll: (pod: string) => void;
   maxBodyBytes: number;
@@ -67,10 +69,10 @@ export interface ProxyOptions {
   /** See `PickInput.staleAfterMs` in pick.ts. */
   staleAfterMs: number;
   /**
-   * The URL of the replica that makes cold loads, when that is another router
-   * replica; undefined when this one makes them (it leads, or runs alone).
+   * The URL of the replica that hands out generation slots, when that is another
+   * router replica; undefined when this one does (it leads, or runs alone).
    */
-  coldLoader?: () => string | undefined;
+  dispatcher?: () => string | undefined;
   metrics?: RouterMetrics;
   /** Told of every answer from a pod for a named model, with its time to first byte. */
   onAnswered?: (model: string, ttfbMs: number) => void;
@@ -94,11 +96,23 @@ interface Outcome {
   end?: string;
 }
 
+/** One pod a request is sent to, and what sending it there holds. */
+interface Attempt {
+  pod: PodRecord;
+  /** Ends the load this request makes the pod do (cold): true once the pod answered. */
+  endLoad?: (succeeded: boolean) => void;
+  /** Frees the generation slot the request holds (see scheduler.ts). */
+  release?: () => void;
+}
+
 /**
  * Marks a request one replica passed to the leader, which must not pass it on again.
- * The cold gate is per process: two replicas could each send the first request for
- * a model to one pod, and RKLlama would start two workers. So only the leader sends
- * cold requests; the others hand theirs to it.
+ * Slots and the cold gate are per process: two replicas could each send a board
+ * a generation when it has room for one (it would queue the second, bound to that
+ * board), or each send the first request for a model to one board (RKLlama would
+ * start two workers). So only the leader hands out slots; the others pass every
+ * request that takes one to it, which costs one more hop on loopback or the pod
+ * network (well under a millisecond) and no coordination protocol.
  */
 const FORWARDED = "x-rkllama-router-forwarded";
 
@@ -283,62 +297,101 @@ class Proxy {
       const refusal = this.#leaveOutUnable(path, model, exclude);
       if (refusal) return errorResponse(path, 501, refusal);
     }
+    if (model !== undefined && loadsModel(path)) {
+      return await this.#scheduled(request, url, source, body, model, exclude, outcome);
+    }
     for (let attempt = 1;; attempt++) {
-      let choice = this.#choose(model, exclude);
-      if (
-        choice.kind === "follow" &&
-        (!loadsModel(path) || !this.#options.gate.has(choice.pod.name, model!))
-      ) {
-        // A request that loads nothing (/api/show, /files/...) need not wait for the
-        // load; nor is there anything to wait on for a load no request started.
-        choice = { kind: "loaded", pod: choice.pod };
-      }
-      if (choice.kind === "follow") {
-        try {
-          await this.#options.gate.wait(choice.pod.name, model!, request.signal);
-        } catch (error) {
-          if (error instanceof QueueFull) return this.#unavailable(path, error.message);
-          return errorResponse(path, 499, "the client went away");
-        }
-        attempt--;
-        continue;
-      }
+      const choice = this.#choose(model, exclude);
       if (choice.kind === "not_found") return this.#unknownModel(path, model!);
       if (choice.kind === "unavailable") return this.#unavailable(path, choice.reason);
-      const pod = choice.pod;
-      if (choice.kind === "cold" && loadsModel(path) && !request.headers.has(FORWARDED)) {
-        const leader = this.#options.coldLoader?.();
-        if (leader) {
-          const answer = await this.#toLeader(request, url, body, leader, outcome);
-          if (answer) return answer;
-        }
+      // A request that loads nothing (/api/show, /files/...) takes no slot and need
+      // not wait for a load: any pod that has the model can answer it.
+      const failed = await this.#attempt(request, url, source, body, { pod: choice.pod }, outcome);
+      if (failed instanceof Response) return failed;
+      exclude.add(choice.pod.name);
+      if (attempt >= MAX_ATTEMPTS) {
+        return errorResponse(path, 502, `no pod could take the request: ${failed.message}`);
       }
-      const endLoad = choice.kind === "cold" && loadsModel(path)
-        ? this.#options.gate.begin(pod.name, model!)
-        : undefined;
-      outcome.pod = pod.name;
-      try {
-        return await this.#forward(request, url, source, body, pod.name, pod.url, outcome, endLoad);
-      } catch (error) {
-        endLoad?.(false);
-        if (error instanceof FirstByteTimeout) {
-          outcome.end = "timeout";
-          this.#options.metrics?.upstreamError(pod.name, "timeout");
-          this.#options.store.ejectWithBackoff(pod.name, this.#options.ejectMs, error.message);
-          return errorResponse(path, 504, error.message);
-        }
-        if (!(error instanceof ConnectFailure)) throw error;
-        outcome.end = "failed";
-        this.#options.metrics?.upstreamError(pod.name, "connect");
+      this.#options.metrics?.retried("connect");
+    }
+  }
+
+  /**
+   * A request that takes a generation slot: it waits in the scheduler's queue for a
+   * free one (or goes to the leading replica, whose queue covers every replica's
+   * requests), then to that pod.
+   */
+  async #scheduled(
+    request: Request,
+    url: URL,
+    source: ModelSource,
+    body: Uint8Array<ArrayBuffer> | null,
+    model: string,
+    exclude: Set<string>,
+    outcome: Outcome,
+  ): Promise<Response> {
+    const path = url.pathname;
+    if (!request.headers.has(FORWARDED)) {
+      const leader = this.#options.dispatcher?.();
+      if (leader) {
+        const answer = await this.#toLeader(request, url, body, leader, outcome);
+        if (answer) return answer;
+      }
+    }
+    for (let attempt = 1;; attempt++) {
+      let granted = this.#options.scheduler.acquire(model, exclude, request.signal);
+      if (granted instanceof Promise) granted = await granted;
+      switch (granted.kind) {
+        case "not_found":
+          return this.#unknownModel(path, model);
+        case "unavailable":
+        case "busy":
+          return this.#unavailable(path, granted.reason);
+        case "left":
+          return errorResponse(path, 499, "the client went away");
+      }
+      const failed = await this.#attempt(request, url, source, body, granted, outcome);
+      if (failed instanceof Response) return failed;
+      exclude.add(granted.pod.name);
+      if (attempt >= MAX_ATTEMPTS) {
+        return errorResponse(path, 502, `no pod could take the request: ${failed.message}`);
+      }
+      this.#options.metrics?.retried("connect");
+    }
+  }
+
+  /**
+   * Sends the request to one pod: its answer, or the failure to try another pod
+   * with (the pod failed before sending a byte, and the client is still there).
+   */
+  async #attempt(
+    request: Request,
+    url: URL,
+    source: ModelSource,
+    body: Uint8Array<ArrayBuffer> | null,
+    attempt: Attempt,
+    outcome: Outcome,
+  ): Promise<Response | ConnectFailure> {
+    const path = url.pathname;
+    const { pod } = attempt;
+    outcome.pod = pod.name;
+    try {
+      return await this.#forward(request, url, source, body, attempt, outcome);
+    } catch (error) {
+      attempt.endLoad?.(false);
+      if (error instanceof FirstByteTimeout) {
+        outcome.end = "timeout";
+        this.#options.metrics?.upstreamError(pod.name, "timeout");
         this.#options.store.ejectWithBackoff(pod.name, this.#options.ejectMs, error.message);
-        // Nobody is left to answer: no other pod is tried.
-        if (request.signal.aborted) return errorResponse(path, 499, "the client went away");
-        exclude.add(pod.name);
-        if (attempt >= MAX_ATTEMPTS) {
-          return errorResponse(path, 502, `no pod could take the request: ${error.message}`);
-        }
-        this.#options.metrics?.retried("connect");
+        return errorResponse(path, 504, error.message);
       }
+      if (!(error instanceof ConnectFailure)) throw error;
+      outcome.end = "failed";
+      this.#options.metrics?.upstreamError(pod.name, "connect");
+      this.#options.store.ejectWithBackoff(pod.name, this.#options.ejectMs, error.message);
+      // Nobody is left to answer: no other pod is tried.
+      if (request.signal.aborted) return errorResponse(path, 499, "the client went away");
+      return error;
     }
   }
 
@@ -381,12 +434,12 @@ class Proxy {
     url: URL,
     source: ModelSource,
     body: Uint8Array<ArrayBuffer> | null,
-    podName: string,
-    podUrl: string,
+    attempt: Attempt,
     outcome: Outcome,
-    endLoad: ((succeeded: boolean) => void) | undefined,
   ): Promise<Response> {
     const { model } = outcome;
+    const { name: podName, url: podUrl } = attempt.pod;
+    const { endLoad } = attempt;
     const headers = upstreamHeaders(request.headers);
     const { adminToken } = this.#options;
     if (adminToken) dropToken(headers, adminToken);
@@ -414,6 +467,7 @@ class Proxy {
       } catch (error) {
         if (!(error instanceof BadRequest)) throw error;
         endLoad?.(false);
+        attempt.release?.();
         return errorResponse(url.pathname, error.status, error.message);
       }
       if (translation) {
@@ -466,6 +520,7 @@ class Proxy {
       if (settled) return;
       settled = true;
       if (runtime) runtime.inflight--;
+      attempt.release?.();
       request.signal.removeEventListener("abort", noteLeaving);
     };
     const started = performance.now();
@@ -487,7 +542,14 @@ class Proxy {
       firstByte.cancel();
       probe.cancel();
     }
-    if (translation) upstream = await translation.answer(upstream);
+    if (translation) {
+      try {
+        upstream = await translation.answer(upstream);
+      } catch (error) {
+        settle();
+        throw error;
+      }
+    }
     if (upstream.status < 500) this.#options.store.answered(podName);
     endLoad?.(upstream.ok);
     if (endLoad) this.#options.repoll(podName);
@@ -634,7 +696,10 @@ class Proxy {
     );
   }
 
-  /** Hands a cold request to the leading replica; undefined if it cannot be reached. */
+  /**
+   * Hands a request that takes a slot to the leading replica; undefined if it
+   * cannot be reached (this replica then dispatches it itself).
+   */
   async #toLeader(
     request: Request,
     url: URL,
@@ -656,7 +721,7 @@ class Proxy {
       });
     } catch (error) {
       if (request.signal.aborted) return errorResponse(url.pathname, 499, "the client went away");
-      log.warn("the leading replica {leader} cannot be reached ({error}); loading here", {
+      log.warn("the leading replica {leader} cannot be reached ({error}); dispatching here", {
         leader,
         error: describe(error),
       });

@@ -337,7 +337,8 @@ Deno.test("a copy idle past the pod's expiry is reloaded by one request at a tim
   const expired = async (podIdleExpiryMs: number) => {
     const world = await startWorld(
       { pods: [{ models: ["qwen"], loaded: ["qwen"], loadDelayMs: 100 }] },
-      { podIdleExpiryMs },
+      // Four at once: one slot per board would send them one by one whatever the expiry.
+      { podIdleExpiryMs, slots: 4 },
     );
     const [pod] = world.cluster.pods;
     const warm = await postJson(`${world.url}/api/generate`, { model: "qwen", prompt: "hi" });

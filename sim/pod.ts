@@ -100,6 +100,12 @@ export interface SimPod extends AsyncDisposable {
   readonly orphanedWorkers: number;
   /** The most generations that ever ran at once. */
   readonly maxConcurrentGenerations: number;
+  /**
+   * The most generation requests that ever ran or waited at once for one lock
+   * (FA: the pod's; FL: a model's): more than one means requests were queued on
+   * the pod, which a router with generation slots never does.
+   */
+  readonly maxQueuedOnPod: number;
   /** Names of the loaded models (a model still loading is not included). */
   loadedModels(): string[];
   /**
@@ -223,10 +229,13 @@ class Gate {
 class Mutex {
   #held = false;
   #queue: (() => void)[] = [];
+  /** The most generations that ever held or waited for it at once. */
+  maxDepth = 0;
 
   /** Resolves with a release function (safe to call twice). */
   acquire(signal: AbortSignal): Promise<() => void> {
     if (signal.aborted) return Promise.reject(signal.reason);
+    this.maxDepth = Math.max(this.maxDepth, (this.#held ? 1 : 0) + this.#queue.length + 1);
     if (!this.#held) {
       this.#held = true;
       return Promise.resolve(this.#releaser());
@@ -690,6 +699,13 @@ class Pod implements SimPod {
 
   get maxConcurrentGenerations(): number {
     return this.#maxConcurrentGenerations;
+  }
+
+  get maxQueuedOnPod(): number {
+    return Math.max(
+      this.#inferenceLock.maxDepth,
+      ...[...this.#modelLocks.values()].map((lock) => lock.maxDepth),
+    );
   }
 
   loadedModels(): string[] {

@@ -8,6 +8,7 @@
  * re-read by a slow refresh instead).
  */
 
+import type { ModelDemand } from "../cluster/demand.ts";
 import { computed, effect, type ReadonlySignal, signal } from "@preact/signals-core";
 import type { Store } from "../cluster/store.ts";
 import type { Placement } from "../placement/placement.ts";
@@ -128,6 +129,8 @@ export interface RouterFeedSources {
   placement: () => Placement | undefined;
   activity: ModelActivity;
   adminTokenRequired: boolean;
+  /** The scheduler's queue: plain numbers, re-read by the slow refresh like in-flight counts. */
+  queue?: { demand(): readonly ModelDemand[]; busyOn(pod: string): number };
 }
 
 /** The router's snapshot builder: the store, placement and the per-model counters. */
@@ -144,6 +147,8 @@ export function routerSnapshot(sources: RouterFeedSources): () => StatusSnapshot
       stats: (model) => activity.stats(model, now),
       adminTokenRequired: sources.adminTokenRequired,
       now,
+      queues: sources.queue?.demand(),
+      slotsBusy: sources.queue ? (pod) => sources.queue!.busyOn(pod) : undefined,
     });
   };
 }

@@ -6,6 +6,7 @@
  * shows is tested without a browser, and `/router/events` sends exactly this.
  */
 
+import type { ModelDemand } from "../cluster/demand.ts";
 import { type DiscoveryStatus, type PodRecord, podState } from "../cluster/store.ts";
 import type { PlacementView } from "../placement/placement.ts";
 import type { ModelStats } from "./model_activity.ts";
@@ -21,6 +22,8 @@ export interface PodView {
   busy: string;
   /** Requests in flight on it. */
   inflight: number;
+  /** Generation slots this router holds on it. */
+  slotsBusy: number;
   loaded: string[];
   /** Loads in progress, with the epoch ms each started. */
   loading: { model: string; since: number }[];
@@ -54,6 +57,12 @@ export interface ModelView {
   requestsPerMinute: number;
   /** In whole ms. */
   p95TtfbMs: number | null;
+  /** Requests waiting in the router's queue for a free slot. */
+  waiting: number;
+  /** How long the oldest of them has waited, whole ms (0 when none waits). */
+  oldestWaitMs: number;
+  /** Its requests holding a slot on a pod now. */
+  serving: number;
   /** Why the plan cannot give it what the config asks. */
   problems: string[];
 }
@@ -119,6 +128,10 @@ export interface SnapshotInput {
   stats: (model: string) => ModelStats;
   adminTokenRequired: boolean;
   now: number;
+  /** The scheduler's queue per model (models with requests waiting or served). */
+  queues?: readonly ModelDemand[];
+  /** Generation slots this router holds on a pod. */
+  slotsBusy?: (pod: string) => number;
 }
 
 /** Recent results shown; the applier keeps more (see `/router/plan`). */
@@ -131,7 +144,7 @@ const RECENT_SHOWN = 20;
 export function statusSnapshot(input: SnapshotInput): StatusSnapshot {
   const { pods, placement, now } = input;
   // rk-2 before rk-10.
-  const podViews = pods.map((pod) => podView(pod, now))
+  const podViews = pods.map((pod) => podView(pod, now, input.slotsBusy?.(pod.name) ?? 0))
     .sort((a, b) => a.name.localeCompare(b.name, "en", { numeric: true }));
   const routable = podViews.filter((pod) => pod.state === "routable").length;
   return {
@@ -143,13 +156,13 @@ export function statusSnapshot(input: SnapshotInput): StatusSnapshot {
       error: input.discovery.error || null,
     },
     pods: podViews,
-    models: modelViews(pods, placement, input.stats, now),
+    models: modelViews(pods, placement, input.stats, now, input.queues ?? []),
     reconciler: placement ? reconcilerView(placement) : null,
     adminTokenRequired: input.adminTokenRequired,
   };
 }
 
-function podView(pod: PodRecord, now: number): PodView {
+function podView(pod: PodRecord, now: number, slotsBusy: number): PodView {
   const ejected = pod.runtime.ejectedUntil > now;
   return {
     name: pod.name,
@@ -158,6 +171,7 @@ function podView(pod: PodRecord, now: number): PodView {
     state: podState(pod, now),
     busy: pod.busy,
     inflight: pod.runtime.inflight,
+    slotsBusy,
     loaded: [...pod.loaded.keys()].sort(),
     loading: [...pod.loading].map(([model, since]) => ({ model, since }))
       .sort((a, b) => a.model.localeCompare(b.model)),
@@ -174,7 +188,9 @@ function modelViews(
   placement: PlacementView | undefined,
   stats: (model: string) => ModelStats,
   now: number,
+  queues: readonly ModelDemand[],
 ): ModelView[] {
+  const queueOf = new Map(queues.map((queue) => [queue.model, queue]));
   const configured = new Map(placement?.config.models.map((model) => [model.name, model]));
   const planned = new Map(placement?.plan.models.map((model) => [model.name, model]));
   const names = [
@@ -214,6 +230,9 @@ function modelViews(
         .map((pod) => pod.name),
       requestsPerMinute: activity.requestsPerMinute,
       p95TtfbMs: activity.p95TtfbMs === null ? null : Math.round(activity.p95TtfbMs),
+      waiting: queueOf.get(name)?.waiting ?? 0,
+      oldestWaitMs: Math.round(queueOf.get(name)?.oldestWaitMs ?? 0),
+      serving: queueOf.get(name)?.serving ?? 0,
       problems: planned.get(name)?.problems ?? [],
     };
   });

@@ -155,6 +155,7 @@ function Summary({ snapshot }: { snapshot: StatusSnapshot }) {
   const loaded = snapshot.pods.reduce((sum, pod) => sum + pod.loaded.length, 0);
   const loading = snapshot.pods.reduce((sum, pod) => sum + pod.loading.length, 0);
   const inflight = snapshot.pods.reduce((sum, pod) => sum + pod.inflight, 0);
+  const waiting = snapshot.models.reduce((sum, model) => sum + model.waiting, 0);
   const perMinute = snapshot.models.reduce((sum, model) => sum + model.requestsPerMinute, 0);
   const { discovery } = snapshot;
   return (
@@ -176,6 +177,9 @@ function Summary({ snapshot }: { snapshot: StatusSnapshot }) {
       </span>
       <span>
         <b class="num">{inflight}</b> in flight
+      </span>
+      <span title="requests waiting in the router for a free board">
+        <b class="num" data-waiting>{waiting}</b> queued
       </span>
       <span>
         <b class="num">{perMinute}</b> req/min
@@ -227,7 +231,9 @@ function PodCard({ pod, now }: { pod: PodView; now: number }) {
         <span class={`badge ${look.tone} state`} title={look.text}>{look.text}</span>
       </div>
       <div class="node">
-        node {pod.node || "?"} · <span class="num" data-inflight>{pod.inflight}</span> in flight
+        node {pod.node || "?"} · <span class="num" data-inflight>{pod.inflight}</span> in flight ·
+        {" "}
+        <span class="num" data-slots>{pod.slotsBusy}</span> slots busy
       </div>
       <div class="row">
         <span class="label">loaded</span>
@@ -290,6 +296,7 @@ function Models({ models, now }: { models: ModelView[]; now: number }) {
             <th>wants</th>
             <th class="n">loaded</th>
             <th>where</th>
+            <th class="n">queued</th>
             <th class="n">req/min</th>
             <th class="n">p95 first byte</th>
             <th>notes</th>
@@ -337,6 +344,18 @@ function Models({ models, now }: { models: ModelView[]; now: number }) {
                 {model.loadedOn.length + model.loadingOn.length === 0
                   ? <span class="muted">{onDiskText(model.onDiskOn.length)}</span>
                   : ""}
+              </td>
+              <td class="n" data-queue={String(model.waiting)}>
+                {model.waiting === 0 ? <span class="muted">0</span> : (
+                  <span
+                    class="badge busy"
+                    title={`the oldest has waited ${
+                      duration(model.oldestWaitMs)
+                    }; ${model.serving} being answered`}
+                  >
+                    {model.waiting}
+                  </span>
+                )}
               </td>
               <td class="n">{model.requestsPerMinute}</td>
               <td class="n">{model.p95TtfbMs === null ? "–" : `${model.p95TtfbMs} ms`}</td>

@@ -144,7 +144,9 @@ async function main(): Promise<void> {
 function printRow(row: Row): void {
   const c = row.router.checks;
   console.log(
-    `  router: max generations at once ${Math.max(...Object.values(c.maxConcurrent))}, ` +
+    `  router: most generations on a board at once (running or queued there) ${
+      Math.max(...Object.values(c.maxConcurrent))
+    }, ` +
       `leaked workers ${c.orphanedWorkers}, long answers cut short ${c.lengthMisses}, ` +
       `board time per answer ${c.serviceInflation.toFixed(2)}x the trace's` +
       (c.failures.length > 0 ? `; failures e.g. ${c.failures[0]}` : ""),

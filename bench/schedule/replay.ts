@@ -13,7 +13,7 @@ import { type BoardHandle, startRouterWorld } from "./world.ts";
 
 /** A run through the router, with what the boards saw. */
 export interface RouterRun extends Run {
-  /** Per board: the most generations it ever ran at once (its slots: 1). */
+  /** Per board: the most generations it ever ran or queued at once (its slots: 1). */
   maxConcurrent: Record<string, number>;
   /** Workers leaked by concurrent cold loads of one model on one board. */
   orphanedWorkers: number;
@@ -107,7 +107,7 @@ export async function replayOnRouter(scenario: Scenario, scale: number): Promise
     ),
     busyMs,
     maxConcurrent: Object.fromEntries(
-      world.boards.map((board) => [board.name, board.maxConcurrentGenerations]),
+      world.boards.map((board) => [board.name, board.maxQueuedOnPod]),
     ),
     orphanedWorkers: world.boards.reduce((sum, board) => sum + board.orphanedWorkers, 0),
     lengthMisses,

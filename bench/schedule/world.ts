@@ -24,6 +24,8 @@ export interface BoardHandle {
   readonly name: string;
   readonly events: readonly SimEvent[];
   readonly maxConcurrentGenerations: number;
+  /** The most generation requests that ran or waited on the board at once. */
+  readonly maxQueuedOnPod: number;
   readonly orphanedWorkers: number;
   pause(): void;
   resume(): void;
