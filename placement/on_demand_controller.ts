@@ -87,6 +87,7 @@ export class OnDemandCopies {
     const { store, demand, leading, idleMs, residencyMs } = this.#options;
     this.#disposers.push(effect(() => {
       this.#observeLoads(store.pods.value);
+      this.#forgetGone();
     }));
     this.#disposers.push(effect(() => {
       demand.changes.value;

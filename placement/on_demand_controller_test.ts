@@ -1,0 +1,130 @@
+import assert from "node:assert/strict";
+import { effect, type ReadonlySignal, signal } from "@preact/signals-core";
+import type { DemandSource, ModelDemand } from "../cluster/demand.ts";
+import { chatStatus, startWorld } from "../sim/fixture.ts";
+
+/**
+ * The queue a scheduler would report for one model on one copy with one slot, from
+ * the test's own requests: one served, the rest waiting; answers timed as they end.
+ */
+class OneQueue implements DemandSource {
+  readonly changes = signal(0);
+  #inFlight = 0;
+  #answers: number[] = [];
+
+  constructor(readonly model: string) {}
+
+  demand(): readonly ModelDemand[] {
+    if (this.#inFlight === 0) return [];
+    const answerMs = this.#answers.length === 0
+      ? undefined
+      : this.#answers.reduce((sum, ms) => sum + ms, 0) / this.#answers.length;
+    return [{
+      model: this.model,
+      waiting: this.#inFlight - 1,
+      serving: 1,
+      oldestWaitMs: 0,
+      answerMs,
+      copies: 1,
+    }];
+  }
+
+  /** Sends one chat through the router and keeps the queue's numbers. */
+  async send(url: string): Promise<number> {
+    const started = performance.now();
+    // Only an answer that waited behind nobody times the slot alone.
+    const alone = this.#inFlight === 0;
+    this.#inFlight++;
+    this.changes.value++;
+    try {
+      return await chatStatus(url, this.model);
+    } finally {
+      this.#inFlight--;
+      if (alone) this.#answers.push(performance.now() - started);
+      this.changes.value++;
+    }
+  }
+}
+
+/** Resolves once `condition` holds of the signal's value (checked on every change). */
+function reaches<T>(
+  source: ReadonlySignal<T>,
+  condition: (value: T) => boolean,
+  signal: AbortSignal,
+): Promise<void> {
+  const { promise, resolve, reject } = Promise.withResolvers<void>();
+  signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  const dispose = effect(() => {
+    if (condition(source.value)) resolve();
+  });
+  return promise.finally(dispose);
+}
+
+async function routerStatus(url: string): Promise<{ on_demand: { model: string; pod: string }[] }> {
+  const response = await fetch(`${url}/router/status`);
+  assert.equal(response.status, 200);
+  return await response.json();
+}
+
+async function metric(url: string, sample: string): Promise<number | undefined> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = text.split("\n").find((line) => line.startsWith(`${sample} `));
+  return line === undefined ? undefined : Number(line.slice(sample.length + 1));
+}
+
+Deno.test("a burst queued on one copy makes the leader load a second copy on the idle board, unloaded again once idle", async () => {
+  const queue = new OneQueue("qwen");
+  // Static mode and no models.yaml: copies on demand need neither.
+  await using world = await startWorld(
+    {
+      firstAddress: 140,
+      pods: [
+        { models: ["qwen"], loadDelayMs: 150, tokenDelayMs: 40, tokens: ["a", "b", "c", "d"] },
+        { models: ["qwen"], loadDelayMs: 150, tokenDelayMs: 40, tokens: ["a", "b", "c", "d"] },
+      ],
+    },
+    { onDemandIdleMs: 300, onDemandResidencyMs: 300 },
+    { demand: queue },
+  );
+  const { router } = world;
+  const limit = AbortSignal.timeout(20_000);
+
+  // A steady trace one copy serves: one request at a time, the first a cold start.
+  for (let i = 0; i < 4; i++) assert.equal(await queue.send(world.url), 200);
+  const first = world.cluster.pods.find((pod) => pod.loadedModels().includes("qwen"))!;
+  const idle = world.cluster.pods.find((pod) => pod !== first)!;
+  assert.deepEqual(router.onDemand.controller.run(), []);
+  assert.equal(idle.events.filter((event) => event.type === "loaded").length, 0);
+  assert.ok(router.onDemand.controller.loadMs.has("qwen"), "the cold start's load was timed");
+
+  // A burst: every request goes to the one copy and queues there.
+  const burst = Array.from({ length: 8 }, () => queue.send(world.url));
+  await idle.waitFor((event) => event.type === "loaded" && event.model === "qwen", {
+    signal: limit,
+  });
+  const listed = await routerStatus(world.url);
+  assert.deepEqual(
+    listed.on_demand.map(({ model, pod }) => ({ model, pod })),
+    [{ model: "qwen", pod: idle.name }],
+  );
+  assert.equal(await metric(world.url, 'rkllama_router_on_demand_copies{model="qwen"}'), 1);
+  assert.deepEqual(await Promise.all(burst), Array(8).fill(200));
+
+  // Idle past --on-demand-idle and --on-demand-residency: back to one copy.
+  await idle.waitFor((event) => event.type === "unloaded" && event.model === "qwen", {
+    signal: limit,
+  });
+  await reaches(router.onDemand.controller.copiesSignal, (copies) => copies.length === 0, limit);
+  assert.deepEqual(first.loadedModels(), ["qwen"]);
+  assert.deepEqual(idle.loadedModels(), []);
+  assert.equal(
+    await metric(world.url, 'rkllama_router_on_demand_actions_total{model="qwen",action="load"}'),
+    1,
+  );
+  assert.equal(
+    await metric(world.url, 'rkllama_router_on_demand_actions_total{model="qwen",action="unload"}'),
+    1,
+  );
+  assert.equal(await metric(world.url, 'rkllama_router_on_demand_copies{model="qwen"}'), undefined);
+  assert.deepEqual((await routerStatus(world.url)).on_demand, []);
+});
