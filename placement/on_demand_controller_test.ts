@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { effect, type ReadonlySignal, signal } from "@preact/signals-core";
 import type { DemandSource, ModelDemand } from "../cluster/demand.ts";
-import { chatStatus, startWorld } from "../sim/fixture.ts";
+import { chatStatus, startWorld, storeReaches } from "../sim/fixture.ts";
 
 /**
  * The queue a scheduler would report for one model on one copy with one slot, from
@@ -72,34 +72,43 @@ async function metric(url: string, sample: string): Promise<number | undefined> 
   return line === undefined ? undefined : Number(line.slice(sample.length + 1));
 }
 
-Deno.test("a burst queued on one copy makes the leader load a second copy on the idle board, unloaded again once idle", async () => {
+/**
+ * A steady trace, then a burst for one model through a router in front of two idle
+ * boards with the model on disk, with or without models.yaml (`replicas: 1`,
+ * `maxReplicas: 2`).
+ */
+async function burstThenIdle(firstAddress: number, modelsYaml?: string): Promise<void> {
   const queue = new OneQueue("qwen");
-  // Static mode and no models.yaml: copies on demand need neither.
+  const dir = await Deno.makeTempDir({ prefix: "rkllama-router-test-" });
+  if (modelsYaml !== undefined) await Deno.writeTextFile(`${dir}/models.yaml`, modelsYaml);
+  const board = { models: ["qwen"], loadDelayMs: 150, tokenDelayMs: 40, tokens: ["a", "b", "c"] };
   await using world = await startWorld(
+    { firstAddress, pods: [board, board] },
     {
-      firstAddress: 140,
-      pods: [
-        { models: ["qwen"], loadDelayMs: 150, tokenDelayMs: 40, tokens: ["a", "b", "c", "d"] },
-        { models: ["qwen"], loadDelayMs: 150, tokenDelayMs: 40, tokens: ["a", "b", "c", "d"] },
-      ],
+      onDemandIdleMs: 300,
+      onDemandResidencyMs: 300,
+      ...(modelsYaml === undefined ? {} : { modelsFile: `${dir}/models.yaml` }),
     },
-    { onDemandIdleMs: 300, onDemandResidencyMs: 300 },
     { demand: queue },
   );
   const { router } = world;
   const limit = AbortSignal.timeout(20_000);
+  if (modelsYaml !== undefined) {
+    await storeReaches(router.store, (store) => store.loadedOn.value.get("qwen")?.length === 1);
+  }
 
-  // A steady trace one copy serves: one request at a time, the first a cold start.
+  // A steady trace one copy serves: one request at a time (without models.yaml the
+  // first is a cold start).
   for (let i = 0; i < 4; i++) assert.equal(await queue.send(world.url), 200);
   const first = world.cluster.pods.find((pod) => pod.loadedModels().includes("qwen"))!;
   const idle = world.cluster.pods.find((pod) => pod !== first)!;
   assert.deepEqual(router.onDemand.controller.run(), []);
   assert.equal(idle.events.filter((event) => event.type === "loaded").length, 0);
-  assert.ok(router.onDemand.controller.loadMs.has("qwen"), "the cold start's load was timed");
+  assert.ok(router.onDemand.controller.loadMs.has("qwen"), "the first load was timed");
 
   // A burst: every request goes to the one copy and queues there.
   const burst = Array.from({ length: 8 }, () => queue.send(world.url));
-  await idle.waitFor((event) => event.type === "loaded" && event.model === "qwen", {
+  const loaded = await idle.waitFor((event) => event.type === "loaded" && event.model === "qwen", {
     signal: limit,
   });
   const listed = await routerStatus(world.url);
@@ -108,12 +117,17 @@ Deno.test("a burst queued on one copy makes the leader load a second copy on the
     [{ model: "qwen", pod: idle.name }],
   );
   assert.equal(await metric(world.url, 'rkllama_router_on_demand_copies{model="qwen"}'), 1);
+  // The reconciler keeps the copy: within maxReplicas, it is no surplus of replicas.
+  await storeReaches(router.store, (store) => store.loadedOn.value.get("qwen")?.length === 2);
+  assert.deepEqual(router.placement?.reconciler.reconcile().actions ?? [], []);
   assert.deepEqual(await Promise.all(burst), Array(8).fill(200));
 
   // Idle past --on-demand-idle and --on-demand-residency: back to one copy.
-  await idle.waitFor((event) => event.type === "unloaded" && event.model === "qwen", {
-    signal: limit,
-  });
+  const unloaded = await idle.waitFor(
+    (event) => event.type === "unloaded" && event.model === "qwen",
+    { signal: limit },
+  );
+  assert.ok(unloaded.at - loaded.at >= 300, "not unloaded within the minimum residency");
   await reaches(router.onDemand.controller.copiesSignal, (copies) => copies.length === 0, limit);
   assert.deepEqual(first.loadedModels(), ["qwen"]);
   assert.deepEqual(idle.loadedModels(), []);
@@ -127,4 +141,13 @@ Deno.test("a burst queued on one copy makes the leader load a second copy on the
   );
   assert.equal(await metric(world.url, 'rkllama_router_on_demand_copies{model="qwen"}'), undefined);
   assert.deepEqual((await routerStatus(world.url)).on_demand, []);
+  await Deno.remove(dir, { recursive: true });
+}
+
+Deno.test("without models.yaml, a burst queued on one copy makes the router load a second copy on the idle board, unloaded again once idle", async () => {
+  await burstThenIdle(140);
+});
+
+Deno.test("with models.yaml's replicas: 1 and maxReplicas: 2, the copy loaded on demand stays until idle, then replicas hold", async () => {
+  await burstThenIdle(142, "models:\n  qwen:\n    replicas: 1\n    maxReplicas: 2\n");
 });
