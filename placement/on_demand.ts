@@ -91,11 +91,10 @@ export function extraCopies(input: OnDemandInput): Action[] {
   const placements = new Map((input.config?.models ?? []).map((model) => [model.name, model]));
   const demands = new Map(input.demands.map((demand) => [demand.model, demand]));
   const used = new Set<string>();
-  const actions = [
+  return [
     ...loads(input, pods, placements, demands, used),
     ...idleReturns(input, pods, placements, demands, used),
   ];
-  return actions;
 }
 
 function loads(
