@@ -151,3 +151,34 @@ Deno.test("without models.yaml, a burst queued on one copy makes the router load
 Deno.test("with models.yaml's replicas: 1 and maxReplicas: 2, the copy loaded on demand stays until idle, then replicas hold", async () => {
   await burstThenIdle(142, "models:\n  qwen:\n    replicas: 1\n    maxReplicas: 2\n");
 });
+
+Deno.test("a board holding --max-loaded models makes room for a copy on demand by unloading its idle copy first", async () => {
+  const queue = new OneQueue("qwen");
+  const board = { loadDelayMs: 150, tokenDelayMs: 40, tokens: ["a", "b", "c"], maxLoaded: 1 };
+  await using world = await startWorld(
+    {
+      firstAddress: 144,
+      pods: [
+        { ...board, models: ["qwen"] },
+        { ...board, models: ["qwen", "phi"], loaded: ["phi"] },
+      ],
+    },
+    { maxLoaded: 1, onDemandIdleMs: 60_000, onDemandResidencyMs: 60_000 },
+    { demand: queue },
+  );
+  const [first, full] = world.cluster.pods;
+  const limit = AbortSignal.timeout(20_000);
+  // One answer and one load timed first: a cold start on the board holding fewer models.
+  assert.equal(await queue.send(world.url), 200);
+  assert.deepEqual(first.loadedModels(), ["qwen"]);
+
+  const burst = Array.from({ length: 10 }, () => queue.send(world.url));
+  const loaded = await full.waitFor((event) => event.type === "loaded" && event.model === "qwen", {
+    signal: limit,
+  });
+  const unloaded = full.events.find((event) => event.type === "unloaded" && event.model === "phi");
+  assert.ok(unloaded && unloaded.at <= loaded.at, "phi was unloaded before qwen was loaded");
+  assert.deepEqual(full.loadedModels(), ["qwen"]);
+  assert.deepEqual(first.loadedModels(), ["qwen"]);
+  assert.deepEqual(await Promise.all(burst), Array(10).fill(200));
+});
