@@ -13,6 +13,8 @@ import { Poller } from "./cluster/poller.ts";
 import { addStaticBackends } from "./cluster/static.ts";
 import type { KubeConnection, PodWatch } from "./kube/kubernetes.ts";
 import { type Placement, startPlacement } from "./placement/placement.ts";
+import { type OnDemand, startOnDemand } from "./placement/on_demand_controller.ts";
+import type { DemandSource } from "./cluster/demand.ts";
 import { ColdGate } from "./proxy/cold_gate.ts";
 import { Scheduler } from "./proxy/scheduler.ts";
 import { proxyRoutes } from "./proxy/proxy.ts";
@@ -42,6 +44,8 @@ export interface Router {
   poller: Poller;
   /** Model placement, when there is a config to follow. */
   placement: Placement | undefined;
+  /** Copies on demand, always. */
+  onDemand: OnDemand;
   metrics: RouterMetrics;
   /** Makes `/health/ready` answer 503 from now on, so endpoints drop this replica. */
   drain(): void;
@@ -52,11 +56,17 @@ export interface Router {
   shutdown(timeoutMs?: number): Promise<boolean>;
 }
 
+/** Parts a caller may give instead of the router's own (tests). */
+export interface RouterParts {
+  /** The queues copies on demand follow; by default the router's own scheduler (tests give their own). */
+  demand?: DemandSource;
+}
+
 /**
  * Starts the router described by `config` and resolves once it listens and the
  * first poll of the static backends has finished.
  */
-export async function startRouter(config: RouterConfig): Promise<Router> {
+export async function startRouter(config: RouterConfig, parts: RouterParts = {}): Promise<Router> {
   const store = new Store(config.unreachableAfter);
   const poller = new Poller(store, {
     intervalMs: config.pollIntervalMs,
@@ -76,8 +86,13 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   });
   // Placement starts once the server listens (its Lease publishes this replica's
   // URL); the routes and the metrics read it through this holder.
-  const started: { placement?: Placement } = {};
-  const metrics = new RouterMetrics(store, () => started.placement?.gauges(), scheduler);
+  const started: { placement?: Placement; onDemand?: OnDemand } = {};
+  const metrics = new RouterMetrics(
+    store,
+    () => started.placement?.gauges(),
+    () => started.onDemand?.controller.copies ?? [],
+    scheduler,
+  );
   store.onRemove = (pod) => void metrics.forgetPod(pod);
   store.onEject = (pod, until, reason) => {
     metrics.ejected(pod);
@@ -119,6 +134,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     routerSnapshot({
       store,
       placement: () => started.placement,
+      onDemand: () => started.onDemand?.controller.copiesSignal.value ?? [],
       activity,
       adminTokenRequired,
       queue: scheduler,
@@ -146,6 +162,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
       placement: () => started.placement?.view(),
       queues: () => scheduler.demand(),
       slotsBusy: (pod) => scheduler.busyOn(pod),
+      onDemand: () => started.onDemand?.controller.copies ?? [],
     }),
   );
   app.route("/", aggregateRoutes(store));
@@ -231,8 +248,19 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     connection,
     repoll: (pod) => poller.repoll(pod),
     onActionResult: (result) => metrics.reconcileAction(result.action.kind, result.outcome),
+    onDemandCopies: () => started.onDemand?.controller.copies ?? [],
   });
   started.placement = placement;
+  const onDemand = startOnDemand({
+    store,
+    config,
+    demand: parts.demand ?? scheduler,
+    placement,
+    repoll: (pod) => poller.repoll(pod),
+    onActionResult: (result) => metrics.reconcileAction(result.action.kind, result.outcome),
+    onAction: (action) => metrics.onDemandAction(action.model, action.kind),
+  });
+  started.onDemand = onDemand;
   log.info("listening on {url}", {
     url,
     pods: store.pods.peek().size,
@@ -244,6 +272,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     store,
     poller,
     placement,
+    onDemand,
     metrics,
     drain() {
       draining = true;
@@ -263,6 +292,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
         const ended = proxy.endStreams("the router is shutting down (--shutdown-timeout)");
         if (ended > 0) await withTimeout(closing, 1000);
       }
+      await onDemand.stop();
       await placement?.stop();
       poller.stop();
       scheduler.stop();

@@ -20,6 +20,8 @@ export interface AdminOptions {
   repoll: (pod: string) => Promise<void>;
   /** The placement view (config, leader, plan, actions), or undefined when nothing is placed. */
   placement: () => Record<string, unknown> | undefined;
+  /** Copies loaded on demand for long queues; none when not given. */
+  onDemand?: () => readonly { pod: string; model: string; loadedAt: number }[];
   /** How long one pod's force-unload may take. */
   forceUnloadTimeoutMs?: number;
   /** The router's queue per model (see proxy/scheduler.ts). */
@@ -53,6 +55,11 @@ export function adminRoutes(options: AdminOptions): Hono {
       model_count: models.length,
       loaded_count: pods.reduce((sum, pod) => sum + pod.loaded.size, 0),
       placement: placementSummary(options.placement()),
+      on_demand: (options.onDemand?.() ?? []).map((copy) => ({
+        model: copy.model,
+        pod: copy.pod,
+        loaded_at: new Date(copy.loadedAt).toISOString(),
+      })),
       unique_models: models,
       pods: pods.map((pod) => ({
         name: pod.name,

@@ -41,6 +41,12 @@ export interface RouterConfig {
   identity: string;
   loadTimeoutMs: number;
   podIdleExpiryMs: number;
+  /** Models a board may hold loaded at once; 0: no limit. */
+  maxLoaded: number;
+  /** How long a copy added on demand may sit idle before it is unloaded. */
+  onDemandIdleMs: number;
+  /** The least time a copy added on demand stays loaded, so loads and unloads do not flap. */
+  onDemandResidencyMs: number;
   advertiseUrl: string;
   /** Browser origins allowed to call the router (CORS); empty: none. */
   allowedOrigins: string[];
@@ -353,6 +359,32 @@ export const FLAGS: readonly FlagSpec[] = [
     default: "30m",
     help:
       "RKLlama's max_minutes_loaded_in_memory: a model idle this long may be gone, so the next request for it is sent alone",
+  },
+  {
+    flag: "max-loaded",
+    key: "maxLoaded",
+    kind: "int",
+    default: "9",
+    min: 0,
+    max: 1000,
+    help:
+      "models a board may hold loaded at once (0: no limit); RKLlama refuses loads past its max_number_models_loaded_in_memory (FA 10, FL 9), so keep this at or below the boards' setting",
+  },
+  {
+    flag: "on-demand-idle",
+    key: "onDemandIdleMs",
+    kind: "duration",
+    default: "5m",
+    help:
+      "how long a copy loaded on demand (for a long queue) may go without requests before it is unloaded again, down to models.yaml's replicas (one copy for models it does not name)",
+  },
+  {
+    flag: "on-demand-residency",
+    key: "onDemandResidencyMs",
+    kind: "duration",
+    default: "2m",
+    help:
+      "the least time a copy loaded on demand stays loaded, idle or not, so copies are not loaded and unloaded over and over",
   },
   {
     flag: "allowed-origins",

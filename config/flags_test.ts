@@ -160,3 +160,17 @@ Deno.test("parseConfig() refuses an empty --backends or ROUTER_BACKENDS instead 
     });
   }
 });
+
+Deno.test("parseConfig() bounds copies on demand: --max-loaded 9 (0: no limit), 5 min idle, 2 min residency", () => {
+  const config = configOf([]);
+  assert.equal(config.maxLoaded, 9);
+  assert.equal(config.onDemandIdleMs, 300_000);
+  assert.equal(config.onDemandResidencyMs, 120_000);
+  const given = configOf(["--max-loaded", "0", "--on-demand-idle", "30s"], {
+    ROUTER_ON_DEMAND_RESIDENCY: "1m",
+  });
+  assert.equal(given.maxLoaded, 0);
+  assert.equal(given.onDemandIdleMs, 30_000);
+  assert.equal(given.onDemandResidencyMs, 60_000);
+  assert.throws(() => configOf(["--max-loaded", "-1"]), ConfigError);
+});

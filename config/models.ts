@@ -21,8 +21,13 @@ import {
 export interface ModelPlacement {
   /** The model's directory name on the pods. */
   name: string;
-  /** Keep this many copies loaded, on any pods. */
+  /** Keep this many copies loaded, on any pods: the minimum when copies are added on demand. */
   replicas?: number;
+  /**
+   * The most copies on demand may bring it to (with `replicas` only); undefined: as
+   * many as pods have it on disk.
+   */
+  maxReplicas?: number;
   /** Keep a copy loaded on the pods of exactly these nodes. */
   nodes?: string[];
   /** Higher is placed first; 0 when not given. */
@@ -41,7 +46,7 @@ export interface DesiredConfig {
 export type ConfigResult = { ok: true; config: DesiredConfig } | { ok: false; error: string };
 
 /** Keys allowed under a model, in the order messages list them. */
-const MODEL_KEYS = ["replicas", "nodes", "priority"];
+const MODEL_KEYS = ["replicas", "maxReplicas", "nodes", "priority"];
 
 /**
  * Picks the models file from a ConfigMap's `data`: `models.yaml`, else `models.yml`
@@ -244,11 +249,30 @@ class Reader {
     for (const [key, value] of checks) {
       if (key === "replicas") {
         placement.replicas = wholeNumber(value, `'replicas' of model '${name}'`, 0);
+      } else if (key === "maxReplicas") {
+        placement.maxReplicas = wholeNumber(value, `'maxReplicas' of model '${name}'`, 1);
       } else if (key === "nodes") {
         placement.nodes = this.#nodes(value, name);
       } else {
         placement.priority = wholeNumber(value, `'priority' of model '${name}'`);
       }
+    }
+    const maxReplicas = given.get("maxReplicas");
+    if (maxReplicas && nodes) {
+      // A pinned model is kept on exactly those boards: copies elsewhere are unloaded.
+      throw new Invalid(
+        maxReplicas.line,
+        `model '${name}' sets 'maxReplicas' with 'nodes'; copies on demand need 'replicas' (the minimum) instead of 'nodes'`,
+      );
+    }
+    if (
+      placement.maxReplicas !== undefined && placement.replicas !== undefined &&
+      placement.maxReplicas < placement.replicas
+    ) {
+      throw new Invalid(
+        maxReplicas!.line,
+        `'maxReplicas' of model '${name}' must be at least its 'replicas' (${placement.replicas}), got ${placement.maxReplicas}`,
+      );
     }
     return placement;
   }

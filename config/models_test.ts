@@ -57,6 +57,16 @@ Deno.test("parseModelsConfig() accepts replicas: 0, a negative priority and bloc
   ]);
 });
 
+Deno.test("parseModelsConfig() reads maxReplicas, the bound of copies on demand", () => {
+  const result = parseModelsConfig(
+    yaml("models:", "  qwen:", "    replicas: 1", "    maxReplicas: 3"),
+  );
+  assert.ok(result.ok);
+  assert.deepEqual(result.config.models, [
+    { name: "qwen", replicas: 1, maxReplicas: 3, priority: 0, line: 2 },
+  ]);
+});
+
 Deno.test("parseModelsConfig() keeps names YAML would read as numbers as they are written", () => {
   const text = yaml(
     "models:",
@@ -109,7 +119,7 @@ Deno.test("parseModelsConfig() reports only the first problem in the document", 
   );
   assert.equal(
     errorOf(text),
-    "models.yaml line 5: unknown key 'replica' under model 'qwen' (allowed: replicas, nodes, priority)",
+    "models.yaml line 5: unknown key 'replica' under model 'qwen' (allowed: replicas, maxReplicas, nodes, priority)",
   );
 });
 
@@ -117,7 +127,7 @@ Deno.test("parseModelsConfig() reports a misspelt key before the missing placeme
   const text = yaml("models:", "  qwen:", "    priority: 1", "    replica: 2");
   assert.equal(
     errorOf(text),
-    "models.yaml line 4: unknown key 'replica' under model 'qwen' (allowed: replicas, nodes, priority)",
+    "models.yaml line 4: unknown key 'replica' under model 'qwen' (allowed: replicas, maxReplicas, nodes, priority)",
   );
 });
 
@@ -211,7 +221,7 @@ const INVALID: [string, string, string][] = [
   [
     "an unknown key under a model",
     yaml("models:", "  qwen:", "    replica: 2"),
-    "models.yaml line 3: unknown key 'replica' under model 'qwen' (allowed: replicas, nodes, priority)",
+    "models.yaml line 3: unknown key 'replica' under model 'qwen' (allowed: replicas, maxReplicas, nodes, priority)",
   ],
   [
     "a key set twice under a model",
@@ -262,6 +272,21 @@ const INVALID: [string, string, string][] = [
     "replicas with no value",
     yaml("models:", "  qwen:", "    replicas:"),
     "models.yaml line 3: 'replicas' of model 'qwen' must be a whole number of 0 or more, got nothing",
+  ],
+  [
+    "maxReplicas below replicas",
+    yaml("models:", "  qwen:", "    replicas: 2", "    maxReplicas: 1"),
+    "models.yaml line 4: 'maxReplicas' of model 'qwen' must be at least its 'replicas' (2), got 1",
+  ],
+  [
+    "maxReplicas of 0",
+    yaml("models:", "  qwen:", "    replicas: 0", "    maxReplicas: 0"),
+    "models.yaml line 4: 'maxReplicas' of model 'qwen' must be a whole number of 1 or more, got 0",
+  ],
+  [
+    "maxReplicas with nodes",
+    yaml("models:", "  phi:", "    nodes: [rk3588-a]", "    maxReplicas: 2"),
+    "models.yaml line 4: model 'phi' sets 'maxReplicas' with 'nodes'; copies on demand need 'replicas' (the minimum) instead of 'nodes'",
   ],
   [
     "a priority that is a word",

@@ -109,6 +109,7 @@ export class RouterMetrics {
   readonly #abandoned: Counter<"pod" | "model">;
   readonly #abandonedSeconds: Counter<"pod" | "model">;
   readonly #reconcileActions: Counter<"action" | "result">;
+  readonly #onDemandActions: Counter<"model" | "action">;
   readonly #watchRestarts: Counter<"resource" | "reason">;
   readonly #loopLag = new LoopLag();
   readonly #adminRefusals: Counter;
@@ -118,11 +119,13 @@ export class RouterMetrics {
   /**
    * @param store read at each scrape for pod and replica gauges
    * @param placement read at each scrape; undefined while there is no placement
+   * @param onDemandCopies read at each scrape: the copies loaded on demand, by model
    * @param queue the scheduler's queue and slots, read at each scrape
    */
   constructor(
     store: Store,
     placement: () => PlacementGauges | undefined,
+    onDemandCopies: () => readonly { model: string }[] = () => [],
     queue?: QueueReadings,
   ) {
     const own = new Registry();
@@ -278,6 +281,26 @@ export class RouterMetrics {
       labelNames: ["action", "result"],
       registers,
     });
+    this.#onDemandActions = new Counter({
+      name: PREFIX + "on_demand_actions_total",
+      help:
+        "Loads of extra copies for long queues, and their unloads once idle (or to make room), started on demand, by model",
+      labelNames: ["model", "action"],
+      registers,
+    });
+    new Gauge({
+      name: PREFIX + "on_demand_copies",
+      help:
+        "Copies loaded on demand (loaded or loading) that have not been unloaded again, by model",
+      labelNames: ["model"],
+      registers,
+      collect() {
+        this.reset();
+        const counts = new Map<string, number>();
+        for (const { model } of onDemandCopies()) counts.set(model, (counts.get(model) ?? 0) + 1);
+        for (const [model, count] of counts) this.set({ model }, count);
+      },
+    });
     new Gauge({
       name: PREFIX + "config_valid",
       help: "0 when the newest placement config (models.yaml) was refused or is missing, else 1",
@@ -392,6 +415,10 @@ export class RouterMetrics {
 
   reconcileAction(action: string, result: string): void {
     this.#reconcileActions.inc({ action, result });
+  }
+
+  onDemandAction(model: string, action: "load" | "unload"): void {
+    this.#onDemandActions.inc({ model, action });
   }
 
   watchRestarted(resource: string, reason: "error" | "expired" | "stalled"): void {

@@ -27,6 +27,8 @@ export interface PlacementOptions {
   connection?: KubeConnection;
   /** Told of every load or unload result (for metrics). */
   onActionResult?: (result: ActionResult) => void;
+  /** Copies loaded on demand (on_demand_controller.ts), which the plan keeps up to maxReplicas. */
+  onDemandCopies?: () => readonly { pod: string; model: string }[];
 }
 
 /** The operator's view of placement, as `/router/plan` shows it. */
@@ -104,6 +106,8 @@ export async function startPlacement(options: PlacementOptions): Promise<Placeme
     applier,
     isLeader: () => elector?.isLeader() ?? true,
     unloadUnmanaged: config.unloadUnmanaged,
+    maxLoaded: config.maxLoaded,
+    onDemandCopies: options.onDemandCopies,
     syncIntervalMs: config.syncIntervalMs,
     onInvalid: (error) => {
       if (!(source instanceof ModelsFileSource)) void source.reportInvalid(error);

@@ -8,9 +8,12 @@
  * - copies stay where they are; a copy still loading counts, and never gets a twin;
  * - `replicas: N` loads missing copies on the routable pods with the model on disk
  *   that will hold the fewest models (then fewest requests in flight, then name), and
- *   unloads surplus copies from the pods holding the most;
+ *   unloads surplus copies from the pods holding the most; copies loaded on demand
+ *   (on_demand.ts) are no surplus up to `maxReplicas`: they return when idle;
+ * - a pod holding `maxLoaded` models gets no load;
  * - `nodes: [...]` loads on every pod of those nodes and unloads everywhere else;
- * - models not in the config are left alone, or unloaded with `unloadUnmanaged`;
+ * - models not in the config are left alone, or unloaded with `unloadUnmanaged`
+ *   (but for copies loaded on demand);
  * - only routable pods get actions, and a copy still loading is never unloaded.
  */
 
@@ -78,6 +81,10 @@ export interface Plan {
 export interface PlanOptions {
   /** Unload models that are not in the config (default: leave them alone). */
   unloadUnmanaged?: boolean;
+  /** Models a pod may hold at once (`--max-loaded`); 0 or undefined: no limit. */
+  maxLoaded?: number;
+  /** Copies loaded on demand, which are not surplus up to `maxReplicas`. */
+  onDemand?: readonly { pod: string; model: string }[];
 }
 
 /**
@@ -100,9 +107,10 @@ export function plan(
   options: PlanOptions = {},
 ): Plan {
   const sorted = [...pods].sort((a, b) => byText(a.name, b.name));
-  const held = new Holdings(sorted);
+  const held = new Holdings(sorted, options.maxLoaded ?? 0);
+  const onDemand = new Set((options.onDemand ?? []).map((copy) => copyKey(copy.pod, copy.model)));
   const managed = new Set(desired.models.map((model) => model.name));
-  const unmanaged = options.unloadUnmanaged ? unloadUnmanaged(sorted, managed, held) : [];
+  const unmanaged = options.unloadUnmanaged ? unloadUnmanaged(sorted, managed, held, onDemand) : [];
   const ordered = [...desired.models].sort((a, b) =>
     b.priority - a.priority || byText(a.name, b.name)
   );
@@ -112,7 +120,7 @@ export function plan(
     const result = model.nodes !== undefined
       ? pinned(model, model.nodes, sorted, held)
       : model.replicas !== undefined
-      ? replicated(model, model.replicas, sorted, held)
+      ? replicated(model, model.replicas, sorted, held, onDemand)
       : unplaced(model, sorted);
     actions.push(...result.actions);
     models.push({
@@ -152,8 +160,10 @@ function actionFor(
 
 class Holdings {
   readonly #count = new Map<string, number>();
+  readonly #maxLoaded: number;
 
-  constructor(pods: readonly PlanPod[]) {
+  constructor(pods: readonly PlanPod[], maxLoaded: number) {
+    this.#maxLoaded = maxLoaded;
     for (const pod of pods) {
       this.#count.set(pod.name, new Set([...pod.loaded, ...pod.loading]).size);
     }
@@ -161,6 +171,15 @@ class Holdings {
 
   of(pod: PlanPod): number {
     return this.#count.get(pod.name) ?? 0;
+  }
+
+  /** The pod holds `--max-loaded` models: RKLlama would refuse one more. */
+  full(pod: PlanPod): boolean {
+    return this.#maxLoaded > 0 && this.of(pod) >= this.#maxLoaded;
+  }
+
+  get maxLoaded(): number {
+    return this.#maxLoaded;
   }
 
   record(action: Action): Action {
@@ -186,6 +205,7 @@ function replicated(
   want: number,
   pods: readonly PlanPod[],
   held: Holdings,
+  onDemand: ReadonlySet<string>,
 ): ModelPlan {
   const name = model.name;
   const have = pods.filter((pod) => counts(pod, name)).length;
@@ -195,15 +215,26 @@ function replicated(
   const actions: Action[] = [];
   const problems: string[] = [];
   if (have < want) {
-    const candidates = pods
-      .filter((pod) =>
-        pod.routable && pod.onDisk.has(name) && !pod.loaded.has(name) && !pod.loading.has(name)
-      )
+    const free = pods.filter((pod) =>
+      pod.routable && pod.onDisk.has(name) && !pod.loaded.has(name) && !pod.loading.has(name)
+    );
+    const candidates = free
+      .filter((pod) => !held.full(pod))
       .sort((a, b) => held.of(a) - held.of(b) || a.inflight - b.inflight || byText(a.name, b.name));
     const chosen = candidates.slice(0, want - have);
     actions.push(...chosen.map((pod) => act("load", pod)));
     if (have + chosen.length < want) {
-      problems.push(shortfall(name, want, have + chosen.length, pods));
+      const full = free.filter((pod) => !chosen.includes(pod) && held.full(pod))
+        .map((pod) => pod.name);
+      problems.push(
+        full.length === 0
+          ? shortfall(name, want, have + chosen.length, pods)
+          : `${name} wants ${replicasText(want)} and has ${have + chosen.length}; ${
+            full.join(", ")
+          } ${full.length === 1 ? "has" : "have"} it on disk but ${
+            full.length === 1 ? "holds" : "hold"
+          } ${held.maxLoaded} models already (--max-loaded)`,
+      );
     }
   } else if (have > want) {
     // The surplus comes out of ready copies only, and only while `want` of them stay:
@@ -211,10 +242,22 @@ function replicated(
     // models; then from the one with the fewest requests in flight, since apply
     // drains a pod before it acts on it; then by name from the end, the mirror of
     // loads, so copies settle on the same pods from one plan to the next.
+    // Copies loaded on demand are no surplus up to maxReplicas (they go when idle);
+    // beyond it, they are the surplus before the others.
     const ready = pods.filter((pod) => unloadable(pod, name));
-    const chosen = ready
-      .sort((a, b) => held.of(b) - held.of(a) || a.inflight - b.inflight || byText(b.name, a.name))
-      .slice(0, Math.max(0, ready.length - want));
+    const isExtra = (pod: PlanPod) => onDemand.has(copyKey(pod.name, name));
+    const extra = ready.filter(isExtra);
+    const kept = Math.min(extra.length, Math.max(0, (model.maxReplicas ?? Infinity) - want));
+    const surplus = Math.max(0, ready.length - want - kept);
+    const order = (list: PlanPod[]) =>
+      list.sort((a, b) =>
+        held.of(b) - held.of(a) || a.inflight - b.inflight || byText(b.name, a.name)
+      );
+    const fromExtra = order(extra).slice(0, Math.min(surplus, extra.length - kept));
+    const chosen = [
+      ...fromExtra,
+      ...order(ready.filter((pod) => !isExtra(pod))).slice(0, surplus - fromExtra.length),
+    ];
     actions.push(...chosen.map((pod) => act("unload", pod)));
   }
   return { want, actions, problems };
@@ -269,6 +312,10 @@ function pinned(
         problems.push(
           `${name} is pinned to node ${node}, but pod ${pod.name} there does not have it on disk`,
         );
+      } else if (held.full(pod)) {
+        problems.push(
+          `${name} is pinned to node ${node}, but pod ${pod.name} there holds ${held.maxLoaded} models already (--max-loaded)`,
+        );
       } else {
         actions.push(act("load", pod, `${name} is pinned to node ${node}`));
       }
@@ -297,11 +344,14 @@ function unloadUnmanaged(
   pods: readonly PlanPod[],
   managed: ReadonlySet<string>,
   held: Holdings,
+  onDemand: ReadonlySet<string>,
 ): Action[] {
   const byModel = (a: Action, b: Action) => byText(a.model, b.model) || byText(a.pod, b.pod);
   return pods.flatMap((pod) =>
     [...pod.loaded]
-      .filter((model) => !managed.has(model) && unloadable(pod, model))
+      .filter((model) =>
+        !managed.has(model) && unloadable(pod, model) && !onDemand.has(copyKey(pod.name, model))
+      )
       .map((model) =>
         held.record(
           actionFor(
@@ -314,6 +364,10 @@ function unloadUnmanaged(
         )
       )
   ).sort(byModel);
+}
+
+function copyKey(pod: string, model: string): string {
+  return `${pod}\u0000${model}`;
 }
 
 function replicasText(count: number): string {

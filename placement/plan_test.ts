@@ -325,6 +325,58 @@ const ROWS: Row[] = [
     options: { unloadUnmanaged: true },
     actions: ["load qwen on a", "unload old on a", "unload old on b", "unload older on a"],
   },
+  {
+    rule: "loads replicas only on pods holding fewer than maxLoaded models",
+    desired: [replicas("qwen", 2)],
+    pods: [
+      pod("a", { loaded: ["x", "y"], onDisk: ["qwen"] }),
+      pod("b", { loaded: ["x"], onDisk: ["qwen"] }),
+    ],
+    options: { maxLoaded: 2 },
+    actions: ["load qwen on b"],
+    warnings: [
+      "qwen wants 2 replicas and has 1; a has it on disk but holds 2 models already (--max-loaded)",
+    ],
+  },
+  {
+    rule: "loads no pinned copy on a pod holding maxLoaded models",
+    desired: [pinned("phi", ["node-a"])],
+    pods: [pod("a", { loaded: ["x"], onDisk: ["phi"] })],
+    options: { maxLoaded: 1 },
+    actions: [],
+    warnings: [
+      "phi is pinned to node node-a, but pod a there holds 1 models already (--max-loaded)",
+    ],
+  },
+  {
+    rule: "keeps copies loaded on demand above replicas, up to maxReplicas",
+    desired: [{ ...replicas("qwen", 1), maxReplicas: 2 }],
+    pods: [
+      pod("a", { loaded: ["qwen"] }),
+      pod("b", { loaded: ["qwen"] }),
+      pod("c", { loaded: ["qwen"] }),
+    ],
+    options: { onDemand: [{ pod: "b", model: "qwen" }, { pod: "c", model: "qwen" }] },
+    actions: ["unload qwen on c"],
+  },
+  {
+    rule: "keeps every copy loaded on demand when maxReplicas is not set, and unloads others",
+    desired: [replicas("qwen", 1)],
+    pods: [
+      pod("a", { loaded: ["qwen"] }),
+      pod("b", { loaded: ["qwen"] }),
+      pod("c", { loaded: ["qwen"] }),
+    ],
+    options: { onDemand: [{ pod: "b", model: "qwen" }] },
+    actions: ["unload qwen on c"],
+  },
+  {
+    rule: "leaves copies loaded on demand of unmanaged models to their idle return",
+    desired: [],
+    pods: [pod("a", { loaded: ["old"] }), pod("b", { loaded: ["old"] })],
+    options: { unloadUnmanaged: true, onDemand: [{ pod: "b", model: "old" }] },
+    actions: ["unload old on a"],
+  },
 ];
 
 for (const row of ROWS) {

@@ -42,6 +42,10 @@ export interface ReconcilerOptions {
   /** True while this replica may act (holds the Lease, or runs alone). */
   isLeader: () => boolean;
   unloadUnmanaged: boolean;
+  /** `--max-loaded`: models a pod may hold; 0: no limit. */
+  maxLoaded?: number;
+  /** Copies loaded on demand, which are no surplus up to maxReplicas (plan.ts). */
+  onDemandCopies?: () => readonly { pod: string; model: string }[];
   syncIntervalMs: number;
   /** Told when a document is refused, e.g. to raise a Kubernetes Event. */
   onInvalid?: (error: string) => void;
@@ -145,7 +149,11 @@ export class Reconciler {
       loading: new Set(pod.loading.keys()),
       inflight: pod.runtime.inflight,
     }));
-    const next = plan(config, pods, { unloadUnmanaged: this.#options.unloadUnmanaged });
+    const next = plan(config, pods, {
+      unloadUnmanaged: this.#options.unloadUnmanaged,
+      maxLoaded: this.#options.maxLoaded,
+      onDemand: this.#options.onDemandCopies?.(),
+    });
     const now = Date.now();
     const last = this.#lastPlan.peek();
     const same = last.at > 0 && JSON.stringify(last.plan) === JSON.stringify(next);

@@ -7,7 +7,7 @@
 import { effect } from "@preact/signals-core";
 import { parseConfig, type RouterConfig } from "../config/flags.ts";
 import type { Store } from "../cluster/store.ts";
-import { type Router, startRouter } from "../router.ts";
+import { type Router, type RouterParts, startRouter } from "../router.ts";
 import { type SimCluster, type SimClusterOptions, startSimCluster } from "./cluster.ts";
 import { type FakeKube, podObject, startFakeKube } from "./kube.ts";
 
@@ -26,6 +26,7 @@ export interface TestWorld extends AsyncDisposable {
 export async function startWorld(
   cluster: SimClusterOptions,
   overrides: Partial<RouterConfig> = {},
+  parts: RouterParts = {},
 ): Promise<TestWorld> {
   const sim = await startSimCluster(cluster);
   const parsed = parseConfig(
@@ -48,7 +49,7 @@ export async function startWorld(
     ...parsed.config,
     podIdleExpiryMs: 24 * 3_600_000,
     ...overrides,
-  });
+  }, parts);
   return {
     router,
     cluster: sim,

@@ -46,6 +46,12 @@ export interface SimPodOptions {
   loaded?: string[];
   /** Time to load a model (default 50 ms). */
   loadDelayMs?: number;
+  /**
+   * RKLlama's `max_number_models_loaded_in_memory` (default FA 10, FL 9): each loaded
+   * model takes one NPU domain id of that many, and a load when none is free fails
+   * (FA 400 "Unexpected Error loading the model ...", FL "list index out of range").
+   */
+  maxLoaded?: number;
   /** Delay before each streamed token (default 5 ms). */
   tokenDelayMs?: number;
   /** Reply tokens (default ["Hello", " world", "!"]). */
@@ -578,6 +584,7 @@ class Pod implements SimPod {
 
   readonly #flavor: "fa" | "fl";
   readonly #loadDelayMs: number;
+  readonly #maxLoaded: number;
   readonly #tokenDelayMs: number;
   readonly #tokens: string[];
   readonly #brokenOpenAIStream: boolean;
@@ -623,6 +630,7 @@ class Pod implements SimPod {
   constructor(options: SimPodOptions, hostname: string) {
     this.#flavor = options.flavor ?? "fa";
     this.#loadDelayMs = options.loadDelayMs ?? 50;
+    this.#maxLoaded = options.maxLoaded ?? ((options.flavor ?? "fa") === "fa" ? 10 : 9);
     this.#tokenDelayMs = options.tokenDelayMs ?? 5;
     this.#tokens = options.tokens ?? ["Hello", " world", "!"];
     this.#brokenOpenAIStream = options.brokenOpenAIStream ?? (options.flavor ?? "fa") === "fa";
@@ -1220,7 +1228,7 @@ class Pod implements SimPod {
 
   #freeDomainId(): number | undefined {
     const used = new Set([...this.#loaded.values()].map((loaded) => loaded.baseDomainId));
-    for (let id = this.#flavor === "fa" ? 10 : 9; id >= 1; id--) {
+    for (let id = this.#maxLoaded; id >= 1; id--) {
       if (!used.has(id)) return id;
     }
     return undefined;

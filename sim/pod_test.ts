@@ -759,3 +759,33 @@ Deno.test("FL runs generations of different models side by side, FA one at a tim
     );
   }
 });
+
+Deno.test("a load past maxLoaded fails as RKLlama's does when no NPU domain id is free", async () => {
+  for (const flavor of ["fa", "fl"] as const) {
+    await withPod(
+      { flavor, models: ["a", "b", "c"], loaded: ["a"], maxLoaded: 2, loadDelayMs: 1 },
+      async (pod) => {
+        const load = await postJson(`${pod.url}/load_model`, { model_name: "b" });
+        assert.equal(load.status, 200, await load.text());
+        const full = await postJson(`${pod.url}/load_model`, { model_name: "c" });
+        const body = await full.json();
+        assert.equal(full.status, 400);
+        assert.deepEqual(
+          body,
+          flavor === "fa"
+            ? { detail: "Unexpected Error loading the model c into memory." }
+            : { error: "list index out of range" },
+        );
+        const chat = await postJson(`${pod.url}/api/chat`, { model: "c", stream: false, ...CHAT });
+        assert.equal(chat.status, 500, flavor);
+        await chat.body?.cancel();
+        assert.deepEqual(pod.loadedModels().sort(), ["a", "b"]);
+        const unload = await postJson(`${pod.url}/unload_model`, { model_name: "a" });
+        await unload.body?.cancel();
+        const after = await postJson(`${pod.url}/load_model`, { model_name: "c" });
+        assert.equal(after.status, 200, await after.text());
+        assert.deepEqual(pod.loadedModels().sort(), ["b", "c"]);
+      },
+    );
+  }
+});

@@ -13,7 +13,7 @@ import { computed, effect, type ReadonlySignal, signal } from "@preact/signals-c
 import type { Store } from "../cluster/store.ts";
 import type { Placement } from "../placement/placement.ts";
 import type { ModelActivity } from "./model_activity.ts";
-import { type StatusSnapshot, statusSnapshot } from "./status_snapshot.ts";
+import { type OnDemandCopyView, type StatusSnapshot, statusSnapshot } from "./status_snapshot.ts";
 
 /** Called with each new snapshot and its JSON text. */
 export type StatusListener = (snapshot: StatusSnapshot, json: string) => void;
@@ -127,6 +127,8 @@ export interface RouterFeedSources {
   store: Store;
   /** Placement once started, or undefined (static mode without a models file, or not yet). */
   placement: () => Placement | undefined;
+  /** Copies loaded on demand (read inside the snapshot, so a change pushes one). */
+  onDemand?: () => readonly OnDemandCopyView[];
   activity: ModelActivity;
   adminTokenRequired: boolean;
   /** The scheduler's queue: plain numbers, re-read by the slow refresh like in-flight counts. */
@@ -144,6 +146,7 @@ export function routerSnapshot(sources: RouterFeedSources): () => StatusSnapshot
       pods: store.podList.value,
       discovery: store.discovery.value,
       placement: placement?.view(),
+      onDemand: sources.onDemand?.(),
       stats: (model) => activity.stats(model, now),
       adminTokenRequired: sources.adminTokenRequired,
       now,

@@ -106,6 +106,14 @@ export interface ReconcilerView {
   recent: ActionView[];
 }
 
+/** A copy loaded on demand, as the page shows it. */
+export interface OnDemandCopyView {
+  model: string;
+  pod: string;
+  /** Epoch ms its load started. */
+  loadedAt: number;
+}
+
 /** Everything the status page shows. */
 export interface StatusSnapshot {
   /** `ok`, `degraded` (no pod can take requests) or `no_pods`. */
@@ -115,6 +123,8 @@ export interface StatusSnapshot {
   models: ModelView[];
   /** Null when there is no placement config to follow. */
   reconciler: ReconcilerView | null;
+  /** Copies loaded on demand for long queues (loaded or loading), oldest first. */
+  onDemand: OnDemandCopyView[];
   /** Whether a state-changing action on the page needs the admin token. */
   adminTokenRequired: boolean;
 }
@@ -125,6 +135,8 @@ export interface SnapshotInput {
   pods: readonly PodRecord[];
   discovery: DiscoveryStatus;
   placement: PlacementView | undefined;
+  /** Copies loaded on demand; none when not given. */
+  onDemand?: readonly OnDemandCopyView[];
   stats: (model: string) => ModelStats;
   adminTokenRequired: boolean;
   now: number;
@@ -158,6 +170,7 @@ export function statusSnapshot(input: SnapshotInput): StatusSnapshot {
     pods: podViews,
     models: modelViews(pods, placement, input.stats, now, input.queues ?? []),
     reconciler: placement ? reconcilerView(placement) : null,
+    onDemand: (input.onDemand ?? []).map(({ model, pod, loadedAt }) => ({ model, pod, loadedAt })),
     adminTokenRequired: input.adminTokenRequired,
   };
 }

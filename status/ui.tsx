@@ -12,6 +12,7 @@ import type { StatusFeed } from "./status_feed.ts";
 import type {
   ActionView,
   ModelView,
+  OnDemandCopyView,
   PodView,
   ReconcilerView,
   StatusSnapshot,
@@ -54,7 +55,7 @@ export function renderSections(snapshot: StatusSnapshot, now = Date.now()): Reco
   return {
     summary: String(<Summary snapshot={snapshot} />),
     pods: String(<Pods pods={snapshot.pods} now={now} />),
-    models: String(<Models models={snapshot.models} now={now} />),
+    models: String(<Models models={snapshot.models} onDemand={snapshot.onDemand} now={now} />),
     reconciler: String(<Reconciler view={snapshot.reconciler} now={now} />),
   };
 }
@@ -117,7 +118,7 @@ function Page(props: { snapshot: StatusSnapshot; now: number; options: UiOptions
           </div>
           <h2>Models</h2>
           <div id="models">
-            <Models models={snapshot.models} now={now} />
+            <Models models={snapshot.models} onDemand={snapshot.onDemand} now={now} />
           </div>
           <h2>Reconciler</h2>
           <div id="reconciler">
@@ -285,7 +286,10 @@ function modelTone(model: ModelView): string {
   return model.wanted === 0 ? "ok" : "bad";
 }
 
-function Models({ models, now }: { models: ModelView[]; now: number }) {
+function Models(
+  { models, onDemand, now }: { models: ModelView[]; onDemand: OnDemandCopyView[]; now: number },
+) {
+  const extra = new Set(onDemand.map((copy) => `${copy.model}\u0000${copy.pod}`));
   if (models.length === 0) return <p class="muted">No models on any pod.</p>;
   return (
     <div class="scroll">
@@ -320,9 +324,22 @@ function Models({ models, now }: { models: ModelView[]; now: number }) {
                 {model.loadedOn.map((copy) =>
                   copy.counts
                     ? (
-                      <span key={copy.pod} class="chip ok" title={`node ${copy.node}`}>
-                        {copy.pod}
-                      </span>
+                      extra.has(`${model.name}\u0000${copy.pod}`)
+                        ? (
+                          <span
+                            key={copy.pod}
+                            class="chip ok"
+                            data-on-demand={copy.pod}
+                            title={`node ${copy.node}; loaded on demand for a long queue, unloaded once idle`}
+                          >
+                            {copy.pod} (on demand)
+                          </span>
+                        )
+                        : (
+                          <span key={copy.pod} class="chip ok" title={`node ${copy.node}`}>
+                            {copy.pod}
+                          </span>
+                        )
                     )
                     : (
                       <span

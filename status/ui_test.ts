@@ -5,7 +5,11 @@ import { routerSnapshot, StatusFeed } from "./status_feed.ts";
 import { uiRoutes } from "./ui.tsx";
 import { SCRIPT, STYLE } from "./ui_assets.ts";
 
-function pageApp(adminTokenRequired: boolean, models: string[]) {
+function pageApp(
+  adminTokenRequired: boolean,
+  models: string[],
+  onDemand: { pod: string; model: string; loadedAt: number }[] = [],
+) {
   const store = new Store();
   store.upsertPod({ name: "rk-a", node: "board-1", url: "http://127.0.0.1:9", ready: true });
   store.applyPolls([{
@@ -19,6 +23,7 @@ function pageApp(adminTokenRequired: boolean, models: string[]) {
   const build = routerSnapshot({
     store,
     placement: () => undefined,
+    onDemand: () => onDemand,
     activity: new ModelActivity(),
     adminTokenRequired,
   });
@@ -60,4 +65,13 @@ Deno.test("/ui/ redirects to /ui instead of reaching a board", async () => {
   assert.equal(response.status, 308);
   assert.equal(response.headers.get("location"), "../ui");
   assert.equal(new URL("../ui", "http://router:8080/ui/").pathname, "/ui");
+});
+
+Deno.test("/ui marks a copy loaded on demand", async () => {
+  const loadedAt = Date.now();
+  const html = await (await pageApp(false, ["qwen"], [{ pod: "rk-a", model: "qwen", loadedAt }])
+    .request("/ui")).text();
+  assert.match(html, /data-on-demand="rk-a"[^>]*>rk-a \(on demand\)</);
+  const plain = await (await pageApp(false, ["qwen"]).request("/ui")).text();
+  assert.doesNotMatch(plain, /data-on-demand/);
 });

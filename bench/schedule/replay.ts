@@ -34,6 +34,7 @@ export async function replayOnRouter(scenario: Scenario, scale: number): Promise
     models: board.onDisk,
     loaded: board.loaded,
     loadDelayMs: scenario.loadMs / scale,
+    maxLoaded: board.maxLoaded,
     tokenDelayMs: baseMs / tokens / scale,
     tokens,
   })));

@@ -15,6 +15,8 @@ export interface SimBoard {
   models: string[];
   loaded: string[];
   loadDelayMs: number;
+  /** Models it holds at once; a load past it fails, as RKLlama's does when its NPU is full. */
+  maxLoaded: number;
   tokenDelayMs: number;
   tokens: number;
 }
@@ -40,7 +42,10 @@ export interface RouterWorld extends AsyncDisposable {
 /** Loopback addresses 127.0.0.60 to .79 are this benchmark's. */
 const FIRST_ADDRESS = 60;
 
-/** Starts the boards (FA, one generation at a time) and the router as it is today. */
+/**
+ * Starts the boards (FA, one generation at a time) and the router as it is today,
+ * its `--max-loaded` the smallest of the boards' (the flag is one for all boards).
+ */
 export async function startRouterWorld(boards: readonly SimBoard[]): Promise<RouterWorld> {
   if (boards.length > 20) throw new Error("bench:schedule has 20 loopback addresses for boards");
   const world = await startWorld({
@@ -51,10 +56,11 @@ export async function startRouterWorld(boards: readonly SimBoard[]): Promise<Rou
       models: board.models,
       loaded: board.loaded,
       loadDelayMs: board.loadDelayMs,
+      maxLoaded: board.maxLoaded,
       tokenDelayMs: board.tokenDelayMs,
       tokens: Array.from({ length: board.tokens }, (_, i) => `t${i} `),
     })),
-  });
+  }, { maxLoaded: Math.min(...boards.map((board) => board.maxLoaded)) });
   return {
     url: world.url,
     boards: world.cluster.pods,
