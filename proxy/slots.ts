@@ -57,6 +57,8 @@ export interface PlaceInput extends PickInput {
   model: string;
   /** Pods with a free slot for the model. */
   free: ReadonlySet<string>;
+  /** `--max-loaded`: models a board holds at most (0: no limit). */
+  maxLoaded: number;
 }
 
 /**
@@ -65,8 +67,9 @@ export interface PlaceInput extends PickInput {
  * - every copy busy: wait for one, rather than loading the model on another board
  *   inside a client's request (extra copies are loaded outside requests, on demand);
  * - a board loading it: wait for the load;
- * - no copy anywhere: the one cold request goes to a free board with it on disk,
- *   or waits for one to free;
+ * - no copy anywhere: the one cold request goes to a free board with it on disk
+ *   and room for it (`--max-loaded`; a full board refuses the load), or waits for
+ *   one to free (copies on demand make room on a full board when that helps);
  * - otherwise {@linkcode pick}'s answer: not found, or unavailable and why.
  *
  * @example
@@ -88,7 +91,9 @@ export function place(input: PlaceInput): Placement {
   if (holders.some((pod) => usable(pod) && pod.loading.has(model))) return { kind: "wait" };
   const onDisk = input.onDiskOn.filter(usable);
   if (onDisk.length > 0) {
-    const open = onDisk.filter((pod) => free.has(pod.name));
+    const roomy = (pod: PodRecord) =>
+      input.maxLoaded === 0 || pod.loaded.size + pod.loading.size < input.maxLoaded;
+    const open = onDisk.filter((pod) => free.has(pod.name) && roomy(pod));
     if (open.length === 0) return { kind: "wait" };
     return sent(pick({ ...input, loadedOn: [], onDiskOn: open }));
   }

@@ -37,7 +37,13 @@ Deno.test("hasFreeSlot(): a board's slots are shared by its models, a model's ar
   }
 });
 
-function where(model: string, pods: PodRecord[], free: string[], exclude: string[] = []): string {
+function where(
+  model: string,
+  pods: PodRecord[],
+  free: string[],
+  exclude: string[] = [],
+  maxLoaded = 0,
+): string {
   const result: Placement = place({
     model,
     pods,
@@ -48,6 +54,7 @@ function where(model: string, pods: PodRecord[], free: string[], exclude: string
     turn: 0,
     staleAfterMs: 60_000,
     free: new Set(free),
+    maxLoaded,
   });
   if (result.kind === "send") return `${result.cold ? "cold" : "send"} ${result.pod.name}`;
   return result.kind;
@@ -111,6 +118,26 @@ Deno.test("place(): a free loaded copy now, else wait for one; a cold load only 
           pod("b", { onDisk: ["q"] }),
         ], ["a", "b"]),
       "cold b",
+    ],
+    [
+      "no copy: a board full with loads (--max-loaded) is no place for the cold load",
+      () =>
+        where(
+          "q",
+          [
+            pod("a", { onDisk: ["q"], loaded: ["x"], loading: ["y", "z"] }),
+            pod("b", { onDisk: ["q"], loaded: ["x", "y"] }),
+          ],
+          ["a", "b"],
+          [],
+          3,
+        ),
+      "cold b",
+    ],
+    [
+      "no copy and every board with it full: wait for room",
+      () => where("q", [pod("a", { onDisk: ["q"], loaded: ["x", "y"] })], ["a"], [], 2),
+      "wait",
     ],
     [
       "nobody has it",
