@@ -58,6 +58,24 @@ Deno.test("a waiting request goes to whichever board frees first, not to the bus
   assert.deepEqual(await Promise.all(first), [200, 200]);
 });
 
+Deno.test("a Flask board runs one generation per model: two models at once, a second of one model waits in the router", async () => {
+  await using world = await startWorld({
+    pods: [{ flavor: "fl", models: ["x", "y"], loaded: ["x", "y"] }],
+  });
+  const [pod] = world.cluster.pods;
+  pod.pause();
+  const both = [chat(world.url, "x"), chat(world.url, "y")];
+  await pod.waitFor((e) => started(e) && e.model === "y");
+  await pod.waitFor((e) => started(e) && e.model === "x");
+  const second = chat(world.url, "x");
+  await waitForQueue(world.url, "x", 1);
+  assert.equal(chatsOn(pod, "x"), 1);
+  pod.resume();
+  assert.deepEqual(await Promise.all([...both, second]), [200, 200, 200]);
+  assert.equal(pod.maxConcurrentGenerations, 2);
+  assert.equal(pod.maxQueuedOnPod, 1);
+});
+
 Deno.test("the oldest waiting request goes first, across models sharing a board", async () => {
   await using world = await startWorld({
     pods: [{ flavor: "fa", models: ["x", "y"], loaded: ["x", "y"] }],
