@@ -114,6 +114,10 @@ export async function startRouter(
       "127.0.0.1",
       "--port",
       "0",
+      // The backend answers any number of requests at once, as Ollama can: the
+      // benchmark measures the proxy, not the generation slots of an RKLlama board.
+      "--slots",
+      "1000",
     ],
     clearEnv: true,
     // As in the image: its allocator settings are part of what it costs.

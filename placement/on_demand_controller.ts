@@ -12,6 +12,7 @@
  * Every replica runs it, only the leader's rule returns actions.
  */
 
+import type { ModelDemand } from "../cluster/demand.ts";
 import { computed, effect, type ReadonlySignal, signal } from "@preact/signals-core";
 import type { DemandSource } from "../cluster/demand.ts";
 import { isRoutable, type PodRecord, type Store } from "../cluster/store.ts";
@@ -127,10 +128,11 @@ export class OnDemandCopies {
       inflight: pod.runtime.inflight,
       lastUsed: pod.runtime.lastSent,
     }));
+    const demands = demand.demand();
     const actions = extraCopies({
       leader: leading.peek(),
       now,
-      demands: demand.demand(),
+      demands,
       pods,
       config: options.config(),
       copies: this.copies,
@@ -139,7 +141,11 @@ export class OnDemandCopies {
       // these boards: 30 s when it is the first, against 2 s seen, kept a queue
       // of a model with one copy waiting several seconds (bench:schedule zipf).
       defaultLoadMs: meanOf(this.#loadMs.values()) ?? options.defaultLoadMs ?? DEFAULT_LOAD_MS,
-      defaultAnswerMs: options.defaultAnswerMs ?? DEFAULT_ANSWER_MS,
+      // Likewise a model with no answer seen yet: 10 s against 0.2 s seen had the
+      // first two requests for a rare model load it on two more boards, which then
+      // held them for the minimum residency (bench:schedule zipf).
+      defaultAnswerMs: meanOf(answerTimes(demands)) ?? options.defaultAnswerMs ??
+        DEFAULT_ANSWER_MS,
       maxLoaded: options.maxLoaded,
       idleMs: options.idleMs,
       residencyMs: options.residencyMs,
@@ -207,6 +213,10 @@ export class OnDemandCopies {
     }
     this.#seenLoading = loading;
   }
+}
+
+function* answerTimes(demands: readonly ModelDemand[]): Iterable<number> {
+  for (const { answerMs } of demands) if (answerMs !== undefined) yield answerMs;
 }
 
 function meanOf(values: Iterable<number>): number | undefined {

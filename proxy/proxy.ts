@@ -350,6 +350,12 @@ class Proxy {
         case "left":
           return errorResponse(path, 499, "the client went away");
       }
+      if (request.signal.aborted) {
+        // Gone while its slot was being handed over: nothing was sent, the slot goes on.
+        granted.endLoad?.(false);
+        granted.release();
+        return errorResponse(path, 499, "the client went away");
+      }
       const failed = await this.#attempt(request, url, source, body, granted, outcome);
       if (failed instanceof Response) return failed;
       exclude.add(granted.pod.name);

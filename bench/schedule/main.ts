@@ -4,7 +4,8 @@
  * router as it is, in front of simulated boards with time scaled down; the seed's
  * rule; the lower bound), a table, and the results as JSON in bench/results/.
  *
- * Flags: `--smoke` (small traces, fast time: well under a minute), `--scale N`
+ * Flags: `--smoke` (small traces, fast time: well under a minute), `--log` (the
+ * routers' JSON log lines too), `--scale N`
  * (time runs N times faster than real; default 2: the router's few milliseconds
  * between one answer's end and the next request's start are real time, so a
  * faster clock magnifies them, and at 95% load a queue grows with them: warm-95
@@ -12,6 +13,7 @@
  * `--only NAME` (scenarios whose name contains NAME).
  */
 
+import { setupLogging } from "../../obs/log.ts";
 import { lowerBound, type Run, seedRule } from "./simulate.ts";
 import { summarise, type Summary, type Verdict, verdict } from "./stats.ts";
 import { coldBurstTrace, type Scenario, warmTrace, zipfTrace } from "./trace.ts";
@@ -19,13 +21,15 @@ import { replayOnRouter, type RouterRun } from "./replay.ts";
 
 interface Flags {
   smoke: boolean;
+  /** Print the routers' JSON log lines too (to see what the scheduler did). */
+  log: boolean;
   scale: number;
   seed: number;
   only?: string;
 }
 
 function parseFlags(args: readonly string[]): Flags {
-  const flags: Flags = { smoke: false, scale: 0, seed: 15 };
+  const flags: Flags = { smoke: false, log: false, scale: 0, seed: 15 };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     const value = () => {
@@ -34,10 +38,13 @@ function parseFlags(args: readonly string[]): Flags {
       return given;
     };
     if (arg === "--smoke") flags.smoke = true;
+    else if (arg === "--log") flags.log = true;
     else if (arg === "--scale") flags.scale = Number(value());
     else if (arg === "--seed") flags.seed = Number(value());
     else if (arg === "--only") flags.only = value();
-    else throw new Error(`unknown flag ${arg}; flags: --smoke --scale N --seed N --only NAME`);
+    else {throw new Error(
+        `unknown flag ${arg}; flags: --smoke --log --scale N --seed N --only NAME`,
+      );}
   }
   if (flags.scale === 0) flags.scale = flags.smoke ? 10 : 2;
   if (!(flags.scale > 0) || !Number.isInteger(flags.seed)) {
@@ -78,6 +85,7 @@ interface Row {
 
 async function main(): Promise<void> {
   const flags = parseFlags(Deno.args);
+  if (flags.log) await setupLogging("info", "json");
   const chosen = scenarios(flags.seed, flags.smoke).filter((s) =>
     flags.only === undefined || s.name.includes(flags.only)
   );

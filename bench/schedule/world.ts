@@ -1,6 +1,7 @@
 /**
  * @module
- * The one place the schedule benchmark touches the rest of the repository: a
+ * Where the schedule benchmark touches the rest of the repository (besides
+ * main.ts's `--log`, which sets up the router's log): a
  * router started in this process (router.ts, via sim/fixture.ts) in front of
  * simulated RKLlama boards (sim/pod.ts). When those files move, fix the imports
  * here.
