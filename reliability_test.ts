@@ -1,7 +1,7 @@
 /**
  * The fault suite: the router under pod deaths, an API outage, hanging pods and
  * slow clients, with real sockets. Each scenario prints its figures on one
- * `[reliability]` line; README's Reliability section copies a run's numbers.
+ * `[reliability]` line; docs/operations.md's Reliability section copies a run's numbers.
  * Every scenario is bounded by counts of requests, not by time, except the API
  * outage, whose length is the fault itself.
  */
