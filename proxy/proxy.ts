@@ -40,6 +40,7 @@ import {
 } from "../rkllama/upstream.ts";
 import { modelLabel, routeLabel, type RouterMetrics } from "../obs/metrics.ts";
 import { dropToken } from "../api/admin_auth.ts";
+import { ENDPOINTS } from "../api/endpoints.ts";
 import { type Deadline, deadlines } from "../rkllama/deadlines.ts";
 import { mayTranslate, type Translation, translationFor, unsupportedOn } from "./openai_compat.ts";
 
@@ -141,15 +142,7 @@ class FirstByteTimeout extends Error {
  * Paths only pods answer, the bulk of the traffic (generation and embeddings):
  * a `POST` to one of these exactly as written needs no routing and no admin token.
  */
-const INFERENCE = new Set([
-  "/api/chat",
-  "/api/generate",
-  "/api/embed",
-  "/api/embeddings",
-  "/v1/chat/completions",
-  "/v1/completions",
-  "/v1/embeddings",
-]);
+const INFERENCE = new Set(ENDPOINTS.filter((row) => row.inference).map((row) => row.path));
 
 /** Forwarding to pods: a Hono app for every request, and the same without Hono. */
 export interface ProxyRoutes {
