@@ -135,7 +135,8 @@ function random(seed: number): () => number {
 }
 
 Deno.test("thousands of random requests never crash, hang or confuse the router", async () => {
-  const seed = Number(Deno.env.get("FUZZ_SEED") ?? Date.now() % 1_000_000);
+  // A fixed seed, so a run is the same on every machine; FUZZ_SEED runs (or replays) another.
+  const seed = Number(Deno.env.get("FUZZ_SEED") ?? 20_261_203);
   const next = random(seed);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)];
   const text = (max: number) =>
