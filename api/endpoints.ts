@@ -52,9 +52,9 @@ type Row = [
 ];
 
 /**
- * A path ending in `*` is a prefix. Model management (pull, delete, create, load, unload,
- * both RKLlama generations, see RKLLAMA_API.md §4) needs the token: loads and unloads move NPU
- * memory under everyone's requests, deletes lose files. Any path not here goes to a board,
+ * A path ending in `*` is a prefix. Model management (pull, delete, create, load, unload, on
+ * both RKLlama generations; docs/operations.md#security) needs the token: loads and unloads move
+ * NPU memory under everyone's requests, deletes lose files. Any path not here goes to a board,
  * as {@linkcode OTHER} says.
  */
 // deno-fmt-ignore
