@@ -1,9 +1,9 @@
 /**
  * @module
  * The router's composition root: a config into the store and its workers, and the
- * Hono routes on `Deno.serve`. main.ts reads the flags and loads this module after
- * them, so a bad flag is refused before any of it loads; the Kubernetes client
- * loads only in Kubernetes mode.
+ * front door (http/front_door.ts) on `Deno.serve`. main.ts reads the flags and loads
+ * this module after them, so a bad flag is refused before any of it loads; the
+ * Kubernetes client loads only in Kubernetes mode.
  */
 
 import { Hono } from "hono";
@@ -25,12 +25,9 @@ import { ModelActivity } from "./status/model_activity.ts";
 import { routerSnapshot, StatusFeed } from "./status/status_feed.ts";
 import { eventRoutes } from "./status/events.ts";
 import { renderSections, uiRoutes } from "./status/ui.tsx";
-import { errorResponse } from "./api/errors.ts";
-import { assignRequestId, requestIds } from "./api/request_id.ts";
 import { adminAuth } from "./api/admin_auth.ts";
-import { canonicalUrl } from "./http/canonical_url.ts";
 import { ownPathMethods } from "./http/own_paths.ts";
-import { corsHandler } from "./http/cors.ts";
+import { frontDoor, unexpectedError } from "./http/front_door.ts";
 import { logger } from "./obs/log.ts";
 import { RouterMetrics } from "./obs/metrics.ts";
 
@@ -144,7 +141,6 @@ export async function startRouter(config: RouterConfig, parts: RouterParts = {})
 
   let draining = false;
   const app = new Hono();
-  app.use(requestIds());
   app.use(adminAuth(config.adminToken, () => metrics.adminRefused()));
   app.use(ownPathMethods());
   app.route("/", healthRoutes(store, () => draining));
@@ -189,58 +185,24 @@ export async function startRouter(config: RouterConfig, parts: RouterParts = {})
     adminToken: config.adminToken,
   });
   app.route("/", proxy.app);
-  const unexpected = (path: string, error: Error) => {
-    log.error("unexpected error on {path}: {error}", { path, error: String(error) });
-    return errorResponse(path, 500, `internal router error: ${error.message}`);
-  };
-  app.onError((error, c) => unexpected(c.req.path, error));
-  // Inference requests go to the proxy directly, as Hono would send them, with
-  // the request id its middleware gives (they need no admin token, and are no
-  // path of the router's own): Hono's share of a small request was more than a
-  // tenth of the router's CPU (bench/).
-  const proxied = async (request: Request) => {
-    const id = assignRequestId(request);
-    let response: Response;
-    try {
-      response = await proxy.handle(request);
-    } catch (error) {
-      response = unexpected(new URL(request.url).pathname, error as Error);
-    }
-    response.headers.set("x-request-id", id);
-    return response;
-  };
+  // Errors are the front door's to answer (http/front_door.ts), once for every request.
+  app.onError((error) => {
+    throw error;
+  });
+  const handler = frontDoor({
+    app,
+    forward: (request) => proxy.handle(request),
+    allowedOrigins: config.allowedOrigins,
+  });
 
   poller.start();
-  const route = (request: Request, info: Deno.ServeHandlerInfo) => {
-    // An inference path exactly as written is already as the pod will see it.
-    if (proxy.isInference(request)) return proxied(request);
-    // Over HTTP/2, `*` (but for OPTIONS) arrives with no path at all: not a URL.
-    if (!URL.canParse(request.url)) {
-      return errorResponse("/", 400, "the request target must be a path, such as /api/tags");
-    }
-    // Routing, the admin check and the proxy all see the path the pod will see.
-    const canonical = canonicalUrl(request.url);
-    if (canonical === undefined) return app.fetch(request, info);
-    return app.fetch(
-      new Request(canonical, {
-        method: request.method,
-        headers: request.headers,
-        body: request.body,
-        signal: request.signal,
-      }),
-      info,
-    );
-  };
-  // Browsers first: a preflight needs no model, and a page from an origin not
-  // allowed reaches nothing (http/cors.ts).
-  const cors = corsHandler(config.allowedOrigins);
   const server = Deno.serve({
     port: config.port,
     hostname: config.host,
     onListen: () => {},
     // Deno's default prints the error as text among the JSON lines.
-    onError: (error) => unexpected("", error instanceof Error ? error : new Error(String(error))),
-  }, (request, info) => cors(request, () => route(request, info)));
+    onError: (error) => unexpectedError("", error),
+  }, handler);
   const url = `http://${server.addr.hostname}:${server.addr.port}`;
   const wildcard = ["0.0.0.0", "::", "[::]"].includes(config.host);
   const placement = await startPlacement({

@@ -9,10 +9,16 @@ import type { ModelDemand } from "../cluster/demand.ts";
 import { Hono } from "hono";
 import { isEjected, isRoutable, type PodRecord, podState, type Store } from "../cluster/store.ts";
 import { errorResponse } from "../api/errors.ts";
+import { ENDPOINTS } from "../api/endpoints.ts";
 import { logger } from "../obs/log.ts";
 import { requestIdOf } from "../api/request_id.ts";
 
 const log = logger("admin");
+
+/** The router's own `/router/...` paths (api/endpoints.ts): other methods on them are a 405. */
+const OPERATOR_PATHS: ReadonlySet<string> = new Set(
+  ENDPOINTS.filter((row) => !row.prefix && row.path.startsWith("/router/")).map((row) => row.path),
+);
 
 /** What the admin endpoints need from the rest of the router. */
 export interface AdminOptions {
@@ -151,15 +157,7 @@ export function adminRoutes(options: AdminOptions): Hono {
   });
 
   app.all("/router/*", (c) => {
-    const known = [
-      "/router/status",
-      "/router/pods",
-      "/router/models",
-      "/router/plan",
-      "/router/force_unload_all",
-      "/router/events",
-    ];
-    if (known.includes(c.req.path)) {
+    if (OPERATOR_PATHS.has(c.req.path)) {
       return errorResponse(c.req.path, 405, `${c.req.method} is not allowed on ${c.req.path}`);
     }
     return errorResponse(c.req.path, 404, `no such operator endpoint: ${c.req.path}`);

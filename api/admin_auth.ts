@@ -8,6 +8,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { MiddlewareHandler } from "hono";
 import { errorResponse } from "./errors.ts";
+import { endpointOf, isRead } from "./endpoints.ts";
 import { logger } from "../obs/log.ts";
 import { requestIdOf } from "./request_id.ts";
 import type { HeaderList } from "../rkllama/upstream.ts";
@@ -15,32 +16,11 @@ import type { HeaderList } from "../rkllama/upstream.ts";
 const log = logger("admin");
 
 /**
- * RKLlama paths that download, delete, create, load or unload models (both server
- * generations, see RKLLAMA_API.md §4). Loads and unloads move NPU memory under
- * everyone's requests; deletes lose files.
- */
-const MODEL_MANAGEMENT = new Set([
-  "/api/pull",
-  "/api/delete",
-  "/api/create",
-  "/api/load",
-  "/api/unload",
-  "/pull",
-  "/rm",
-  "/load_model",
-  "/unload_model",
-  "/unload_models",
-  "/force_unload_all",
-  "/api/debug",
-]);
-
-/**
  * True when a request with this method and path needs the admin token (when one
- * is set). The path is compared as the pod will read it: percent-decoded (FastAPI
+ * is set), as api/endpoints.ts says. The path is compared as the pod will read it: percent-decoded (FastAPI
  * routes `/api/%6Coad` to `/api/load`) and with repeated slashes merged (Flask does).
  */
 export function needsAdmin(method: string, rawPath: string): boolean {
-  const reads = method === "GET" || method === "HEAD" || method === "OPTIONS";
   let path = rawPath;
   try {
     path = decodeURIComponent(rawPath);
@@ -48,9 +28,8 @@ export function needsAdmin(method: string, rawPath: string): boolean {
     // Not valid percent-encoding: no pod routes it anywhere else either.
   }
   path = path.replace(/\/{2,}/g, "/");
-  if (path.startsWith("/router/")) return !reads;
-  if (path.startsWith("/api/modelfile/")) return !reads;
-  return MODEL_MANAGEMENT.has(path);
+  const admin = endpointOf(path).admin;
+  return admin === "always" || (admin === "writes" && !isRead(method));
 }
 
 /**

@@ -7,6 +7,7 @@
  */
 
 import { JsonError, type JsonScan, type JsonType, scanJson } from "./json_scan.ts";
+import { endpointOf, ENDPOINTS } from "./endpoints.ts";
 
 /** Where in a request the model was named. */
 export type ModelSource =
@@ -25,70 +26,23 @@ export class BadRequest extends Error {
   }
 }
 
-/** Paths that always need a model; asking without one is the client's mistake (400). */
-export const MODEL_REQUIRED: ReadonlySet<string> = new Set([
-  "/api/chat",
-  "/api/generate",
-  "/api/embed",
-  "/api/embeddings",
-  "/api/show",
-  "/api/load",
-  "/api/unload",
-  "/load_model",
-  "/unload_model",
-  "/v1/chat/completions",
-  "/v1/completions",
-  "/v1/embeddings",
-  "/v1/images/generations",
-  "/v1/audio/speech",
-  "/v1/audio/transcriptions",
-  "/v1/audio/translations",
-]);
-
-/**
- * Paths whose `model` field is not a model the pods hold: `/api/pull` takes a
- * download source there (`owner/repo/file.rkllm`), so it must not be looked up.
- */
-const MODEL_IS_NOT_A_NAME = new Set(["/api/pull", "/pull"]);
-
-/** Paths that name the model in a `model_name` field (both RKLlama generations). */
-const MODEL_NAME_FIELD = new Set(["/load_model", "/unload_model"]);
-
-/** `/files/{model}/...`, `/v1/files/{model}/...` and `/api/modelfile/{model}[/...]`. */
-const PATH_MODEL = /^(\/files\/|\/v1\/files\/|\/api\/modelfile\/)([^/]+)(.*)$/;
+/** `/files/{model}/...`, `/v1/files/{model}/...`, `/api/modelfile/{model}[/...]`: the table's `path` rows. */
+const PATH_MODEL = new RegExp(
+  `^(${
+    ENDPOINTS.filter((row) => row.model === "path").map((row) => RegExp.escape(row.path)).join("|")
+  })([^/]+)(.*)$`,
+);
 
 /** The top-level fields that may name the model. */
 const MODEL_FIELDS = ["model", "name", "model_name"];
 
 /**
- * Paths on which RKLlama loads the model if it is not loaded (inside the request),
- * so two of them at once could start two loads. Only these go through the cold
- * gate; `/api/show` or `/files/...` on an unloaded model load nothing.
+ * True when a request to `path` makes the pod load its model if needed (RKLlama loads
+ * it inside the request), so two of them at once could start two loads. Only these go
+ * through the cold gate; `/api/show` or `/files/...` on an unloaded model load nothing.
  */
-const LOADS_MODEL = new Set([
-  "/api/chat",
-  "/api/generate",
-  "/api/embed",
-  "/api/embeddings",
-  "/api/load",
-  "/load_model",
-  "/v1/chat/completions",
-  "/v1/completions",
-  "/v1/embeddings",
-  "/v1/audio/speech",
-  "/v1/audio/transcriptions",
-  "/v1/audio/translations",
-]);
-
-/** Paths that unload one model (JSON `model`, `name` or `model_name`) on success. */
-const UNLOADS_MODEL = new Set(["/api/unload", "/unload_model", "/api/delete", "/rm"]);
-
-/** Paths that unload every model of the pod on success. */
-const UNLOADS_ALL = new Set(["/unload_models", "/force_unload_all"]);
-
-/** True when a request to `path` makes the pod load its model if needed. */
 export function loadsModel(path: string): boolean {
-  return LOADS_MODEL.has(path);
+  return endpointOf(path).loads;
 }
 
 /**
@@ -98,19 +52,19 @@ export function loadsModel(path: string): boolean {
  * (listings, files) are cut.
  */
 export function runsOnWithoutClient(path: string): boolean {
-  return LOADS_MODEL.has(path) || MODEL_IS_NOT_A_NAME.has(path);
+  const endpoint = endpointOf(path);
+  return endpoint.loads || endpoint.model === "source";
 }
 
 /** What a successful request to `path` unloads: one model, all, or nothing. */
 export function unloads(path: string): "model" | "all" | "none" {
-  if (UNLOADS_MODEL.has(path)) return "model";
-  if (UNLOADS_ALL.has(path)) return "all";
-  return "none";
+  return endpointOf(path).unloads;
 }
 
 /** True when the path cannot be served without a model. */
 export function needsModel(path: string): boolean {
-  return MODEL_REQUIRED.has(path);
+  const model = endpointOf(path).model;
+  return model === "required" || model === "model_name";
 }
 
 /**
@@ -143,7 +97,7 @@ export async function findModel(
     return { from: "path", value, prefix: inPath[1], rest: inPath[3] };
   }
   if (body === null || body.length === 0) return { from: "none" };
-  if (MODEL_IS_NOT_A_NAME.has(path)) {
+  if (endpointOf(path).model === "source") {
     const scan = await tryScan(body);
     return { from: "none", json: scan?.type === "object" };
   }
@@ -154,7 +108,7 @@ export async function findModel(
     // still routed by its model, anything else passes through untouched.
     const loose = await tryScan(body);
     if (loose === undefined) {
-      if (MODEL_REQUIRED.has(path)) await scanOrRefuse(body);
+      if (needsModel(path)) await scanOrRefuse(body);
       return { from: "none" };
     }
     return modelFromJson(path, body, loose);
@@ -183,12 +137,12 @@ async function findFormModel(
 
 function modelFromJson(path: string, body: Uint8Array, scan: JsonScan): ModelSource {
   if (scan.type !== "object") {
-    if (MODEL_REQUIRED.has(path)) {
+    if (needsModel(path)) {
       throw new BadRequest(400, "the request body must be a JSON object");
     }
     return { from: "none" };
   }
-  const keys = MODEL_NAME_FIELD.has(path) ? ["model_name"] : ["model", "name"];
+  const keys = endpointOf(path).model === "model_name" ? ["model_name"] : ["model", "name"];
   for (const key of keys) {
     const field = scan.fields.get(key);
     if (field === undefined || field.type === "null") continue;

@@ -5,14 +5,12 @@
  * so one id follows a request through the router's logs and the pod's.
  */
 
-import type { MiddlewareHandler } from "hono";
-
 const ids = new WeakMap<Request, string>();
 
 /** A header value safe to log and to pass on: no spaces, quotes or control characters. */
 const PLAIN_TOKEN = /^[A-Za-z0-9._:\-]{1,128}$/;
 
-/** The id of a request that went through {@linkcode requestIds}; "" otherwise. */
+/** The id of a request given one by {@linkcode assignRequestId} (http/front_door.ts); "" otherwise. */
 export function requestIdOf(request: Request): string {
   return ids.get(request) ?? "";
 }
@@ -25,11 +23,7 @@ export function assignRequestId(request: Request): string {
   return id;
 }
 
-/** Hono middleware that gives every request an id and returns it as `X-Request-Id`. */
-export function requestIds(): MiddlewareHandler {
-  return async (c, next) => {
-    const id = assignRequestId(c.req.raw);
-    await next();
-    c.res.headers.set("x-request-id", id);
-  };
+/** Gives `request` the id `id`: the front door's copy of a request keeps the original's id. */
+export function giveRequestId(request: Request, id: string): void {
+  ids.set(request, id);
 }

@@ -4,7 +4,7 @@
  * given as ratios to a direct connection and to nginx: throughput and latency of
  * small requests, per-chunk delay of streams, memory with many open streams, and
  * how the routing state scales to 500 pods. Prints a table (and the same as
- * markdown for the README) and writes everything as JSON to bench/results/.
+ * markdown for docs/performance.md) and writes everything as JSON to bench/results/.
  *
  * `--smoke`: tiny durations, to check that it runs. `--profile`: load the router
  * only, with `--cpu-prof`, and print its functions by self time.
@@ -495,7 +495,7 @@ function assertComplete(results: Awaited<ReturnType<typeof measure>>): void {
   }
 }
 
-/** The tables as markdown, ready to paste into README's Performance section. */
+/** The tables as markdown, ready to paste into docs/performance.md. */
 function markdown(
   results: Awaited<ReturnType<typeof measure>>,
   machine: Awaited<ReturnType<typeof machineInfo>>,

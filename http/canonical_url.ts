@@ -38,3 +38,13 @@ export function canonicalUrl(raw: string): string | undefined {
   const canonical = url.href;
   return canonical === raw ? undefined : canonical;
 }
+
+/** The path of an absolute URL as received (percent-encoded), without parsing it all. */
+export function pathOf(url: string): string {
+  const start = url.indexOf("/", url.indexOf("://") + 3);
+  if (start === -1) return "/";
+  const query = url.indexOf("?", start);
+  const hash = url.indexOf("#", start);
+  const end = query === -1 ? hash : hash === -1 ? query : Math.min(query, hash);
+  return end === -1 ? url.slice(start) : url.slice(start, end);
+}

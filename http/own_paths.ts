@@ -7,26 +7,24 @@
 
 import type { MiddlewareHandler } from "hono";
 import { errorResponse } from "../api/errors.ts";
+import { ENDPOINTS, isRead } from "../api/endpoints.ts";
 
-/** The router's own read-only paths (`/router/*` has its own 405s in admin.ts). */
-const READ_ONLY = new Set([
-  "/",
-  "/api/tags",
-  "/api/ps",
-  "/v1/models",
-  "/health",
-  "/health/ready",
-  "/metrics",
-  "/ui",
-]);
+/**
+ * The router's own read-only paths: api/endpoints.ts's rows it answers on every method
+ * (`/router/*` has its own 405s and 404s in admin.ts).
+ */
+const READ_ONLY: ReadonlySet<string> = new Set(
+  ENDPOINTS.filter((row) =>
+    row.answeredBy === "router" && !row.prefix && !row.path.startsWith("/router/")
+  ).map((row) => row.path),
+);
 
 /** Hono middleware: 405 with `Allow: GET, HEAD` for writes to those paths. */
 export function ownPathMethods(): MiddlewareHandler {
   return async (c, next) => {
     const method = c.req.method;
     // OPTIONS still reaches a board, which answers browsers' CORS preflights as before.
-    const passes = method === "GET" || method === "HEAD" || method === "OPTIONS";
-    if (passes || !READ_ONLY.has(c.req.path)) return await next();
+    if (isRead(method) || !READ_ONLY.has(c.req.path)) return await next();
     return errorResponse(c.req.path, 405, `${method} is not allowed on ${c.req.path}; use GET`, {
       allow: "GET, HEAD",
     });

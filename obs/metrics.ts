@@ -10,7 +10,7 @@ import type { ModelDemand } from "../cluster/demand.ts";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import * as client from "prom-client";
 import { podState, type Store } from "../cluster/store.ts";
-import { MODEL_REQUIRED } from "../api/model_name.ts";
+import { endpointOf } from "../api/endpoints.ts";
 
 /** Prefix of every metric the router itself defines. */
 const PREFIX = "rkllama_router_";
@@ -19,26 +19,11 @@ const PREFIX = "rkllama_router_";
 const POD_STATES = ["routable", "loading", "ejected", "unreachable", "pending", "unready"];
 
 /**
- * Routes that get their own `route` label; any other path is `other`, so a client
- * sending random paths cannot create series.
+ * The `route` label of a path: itself when api/endpoints.ts gives it a label of its own, else
+ * `other`, so a client sending random paths cannot create series.
  */
-const KNOWN_ROUTES: ReadonlySet<string> = new Set([
-  ...MODEL_REQUIRED,
-  // Model management and the API paths that name no model.
-  "/api/pull",
-  "/api/push",
-  "/api/create",
-  "/api/copy",
-  "/api/delete",
-  "/api/version",
-  "/unload_models",
-  "/pull",
-  "/rm",
-]);
-
-/** The `route` label of a path: itself when it is a known API route, else `other`. */
 export function routeLabel(path: string): string {
-  return KNOWN_ROUTES.has(path) ? path : "other";
+  return endpointOf(path).metric === "path" ? path : "other";
 }
 
 /**

@@ -243,14 +243,14 @@ Deno.test("promtool accepts the exposition", async (t) => {
   });
 });
 
-Deno.test("promtool parses every PromQL example in README.md", async () => {
+Deno.test("promtool parses every PromQL example in docs/operations.md", async () => {
   const promtool = await which("promtool");
   if (!promtool) {
     if (Deno.env.get("REQUIRE_PROMTOOL")) assert.fail("promtool is required but not found");
     console.log("promtool not found (Debian package prometheus): skipping the check");
     return;
   }
-  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const readme = await Deno.readTextFile(new URL("../docs/operations.md", import.meta.url));
   const queries = [...readme.matchAll(/```promql\n([\s\S]*?)```/g)].flatMap((block) =>
     // A query may go on over indented lines.
     block[1].replace(/\n\s+/g, " ").split("\n").filter((line) => line.trim() !== "")

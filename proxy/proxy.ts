@@ -151,30 +151,10 @@ class FirstByteTimeout extends Error {
   override name = "FirstByteTimeout";
 }
 
-/**
- * Paths only pods answer, the bulk of the traffic (generation and embeddings):
- * a `POST` to one of these exactly as written needs no routing and no admin token.
- */
-const INFERENCE = new Set([
-  "/api/chat",
-  "/api/generate",
-  "/api/embed",
-  "/api/embeddings",
-  "/v1/chat/completions",
-  "/v1/completions",
-  "/v1/embeddings",
-]);
-
 /** Forwarding to pods: a Hono app for every request, and the same without Hono. */
 export interface ProxyRoutes {
   /** The Hono app that forwards every request it receives to a pod. */
   app: Hono;
-  /**
-   * True for requests that go to a pod whatever the other routes are, which the
-   * server may give to {@linkcode handle} directly: Hono's routing, context and
-   * middleware cost more than the router's own work for a small request (bench/).
-   */
-  isInference(request: Request): boolean;
   /** Forwards a request (given its id already, see request_id.ts) to a pod. */
   handle(request: Request): Promise<Response>;
   /** Ends every stream being relayed with `message` as its error line; returns how many. */
@@ -189,21 +169,10 @@ export function proxyRoutes(options: ProxyOptions): ProxyRoutes {
   app.all("*", (c) => proxy.handle(c.req.raw));
   return {
     app,
-    isInference: (request) => request.method === "POST" && INFERENCE.has(pathOf(request.url)),
     handle: (request) => proxy.handle(request),
     endStreams: (message) => proxy.endStreams(message),
     streamsEnded: () => proxy.streamsEnded(),
   };
-}
-
-/** The path of an absolute URL as received (percent-encoded), without parsing it all. */
-function pathOf(url: string): string {
-  const start = url.indexOf("/", url.indexOf("://") + 3);
-  if (start === -1) return "/";
-  const query = url.indexOf("?", start);
-  const hash = url.indexOf("#", start);
-  const end = query === -1 ? hash : hash === -1 ? query : Math.min(query, hash);
-  return end === -1 ? url.slice(start) : url.slice(start, end);
 }
 
 class Proxy {

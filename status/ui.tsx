@@ -17,7 +17,10 @@ import type {
   ReconcilerView,
   StatusSnapshot,
 } from "./status_snapshot.ts";
-import { SCRIPT, STYLE } from "./ui_assets.ts";
+// The page's own files, inlined into it: the router is one binary that reads no files at run
+// time, and the page must work in a cluster with no internet (no CDN, no web fonts).
+import STYLE from "./page/style.css" with { type: "text" };
+import SCRIPT from "./page/app.js" with { type: "text" };
 
 /** What the status page needs. */
 export interface UiOptions {

@@ -3,7 +3,8 @@ import { Store } from "../cluster/store.ts";
 import { ModelActivity } from "./model_activity.ts";
 import { routerSnapshot, StatusFeed } from "./status_feed.ts";
 import { uiRoutes } from "./ui.tsx";
-import { SCRIPT, STYLE } from "./ui_assets.ts";
+import STYLE from "./page/style.css" with { type: "text" };
+import SCRIPT from "./page/app.js" with { type: "text" };
 
 function pageApp(
   adminTokenRequired: boolean,
@@ -45,6 +46,12 @@ Deno.test("/ui is one self-contained page: inline style and script, allowed by h
   assert.match(policy, /default-src 'none'/);
   assert.ok(policy.includes(`'sha256-${await sha256(STYLE)}'`));
   assert.ok(policy.includes(`'sha256-${await sha256(SCRIPT)}'`));
+  // The files are inlined whole: the page carries them byte for byte, and nothing in them ends
+  // their element early.
+  assert.ok(html.includes(`<style>${STYLE}</style>`));
+  assert.ok(html.includes(`<script>${SCRIPT}</script>`));
+  assert.doesNotMatch(STYLE, /<\/style/i);
+  assert.doesNotMatch(SCRIPT, /<\/script/i);
   // Nothing is fetched from anywhere but the router itself.
   assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//);
   assert.match(html, /data-pod="rk-a"/);

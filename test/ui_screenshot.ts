@@ -1,7 +1,7 @@
 /**
  * `deno task screenshot`: the status page against the demo cluster (`deno task
  * demo`, with a placement config so the reconciler has something to show), saved
- * as docs/ui.png (laptop) and docs/ui-phone.png for the README. Needs
+ * as docs/ui.png (laptop) and docs/ui-phone.png for the README and docs/operations.md. Needs
  * /usr/bin/chromium.
  */
 
