@@ -377,7 +377,7 @@ function Models(
                   </span>
                 )}
               </td>
-              <td class="n">{model.requestsPerMinute}</td>
+              <td class="n" data-rate>{model.requestsPerMinute}</td>
               <td class="n">{model.p95TtfbMs === null ? "–" : `${model.p95TtfbMs} ms`}</td>
               <td>
                 {model.problems.map((problem) => <div key={problem} class="error">{problem}</div>)}

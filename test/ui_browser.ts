@@ -307,7 +307,7 @@ Deno.test({
         assert.equal(answer.status, 200);
         await answer.body?.cancel();
         // The request counters are re-read every 2 s: the models section is redrawn.
-        await page.locator('[data-model="phi"] td.n:nth-child(5)', { hasText: /^1$/ }).waitFor(
+        await page.locator('[data-model="phi"] td[data-rate]', { hasText: /^1$/ }).waitFor(
           WAIT,
         );
         assert.equal(await page.evaluate(`${box}.scrollLeft`), 20);
