@@ -1,12 +1,15 @@
 /**
  * @module
  * How the routing state scales: 500 pods with 20 models each (every model loaded
- * on 50 pods), the size of a large cluster. `pick` runs on every request; a poll
+ * on 50 pods), the size of a large cluster. `pick`, or the scheduler for a request
+ * that takes a generation slot, runs on every request; a poll
  * round is written to the store every `--poll-interval`; the poller must reach
  * every pod within a round. `deno task bench` runs this file with `--json`.
  */
 
 import { pick } from "../proxy/pick.ts";
+import { Scheduler } from "../proxy/scheduler.ts";
+import { ColdGate } from "../proxy/cold_gate.ts";
 import { type PodModelEntry, type PollResult, Store } from "../cluster/store.ts";
 import { Poller } from "../cluster/poller.ts";
 import { startBackend } from "./processes.ts";
@@ -67,6 +70,28 @@ Deno.bench("pick: a loaded model, 500 pods x 20 models", { group: "scale" }, () 
     staleAfterMs: 60_000,
   });
   if (choice.kind !== "loaded") throw new Error(`expected a loaded copy, got ${choice.kind}`);
+});
+
+const scheduler = new Scheduler({
+  store,
+  gate: new ColdGate(store),
+  slots: 0,
+  maxLoaded: 0,
+  maxQueue: 256,
+  queueTimeoutMs: 60_000,
+  staleAfterMs: 60_000,
+});
+const never = new AbortController().signal;
+
+Deno.bench("scheduler: a free slot taken and given back, 500 pods x 20 models", {
+  group: "scale",
+}, () => {
+  const model = modelNames[turn++ % MODELS];
+  const grant = scheduler.acquire(model, new Set(), never);
+  if (grant instanceof Promise || grant.kind !== "send" || grant.cold) {
+    throw new Error("expected a free loaded copy at once");
+  }
+  grant.release();
 });
 
 Deno.bench("applyPolls: one round of 500 pods x 20 models, indexes rebuilt", {

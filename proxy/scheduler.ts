@@ -12,7 +12,7 @@ import { effect, type ReadonlySignal, signal } from "@preact/signals-core";
 import type { PodRecord, Store } from "../cluster/store.ts";
 import type { DemandSource, ModelDemand } from "../cluster/demand.ts";
 import type { ColdGate } from "./cold_gate.ts";
-import { hasFreeSlot, place, slotsOf } from "./slots.ts";
+import { place } from "./slots.ts";
 import { type Deadline, deadlines } from "../rkllama/deadlines.ts";
 
 /** What the scheduler needs from the rest of the router. */
@@ -212,11 +212,6 @@ export class Scheduler implements DemandSource {
   #tryPlace(model: string, exclude: ReadonlySet<string>): Grant | Refusal | "wait" {
     const { store } = this.#options;
     const pods = store.podList.peek();
-    const free = new Set<string>();
-    for (const pod of pods) {
-      const slots = slotsOf(pod.generation, this.#options.slots);
-      if (hasFreeSlot(slots, this.#busy.get(pod.name), model)) free.add(pod.name);
-    }
     const where = place({
       model,
       pods,
@@ -226,7 +221,8 @@ export class Scheduler implements DemandSource {
       exclude,
       turn: this.#turn++,
       staleAfterMs: this.#options.staleAfterMs,
-      free,
+      slots: this.#options.slots,
+      busy: this.#busy,
       maxLoaded: this.#options.maxLoaded,
     });
     if (where.kind === "wait") return "wait";

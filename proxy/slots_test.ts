@@ -53,7 +53,11 @@ function where(
     exclude: new Set(exclude),
     turn: 0,
     staleAfterMs: 60_000,
-    free: new Set(free),
+    // A pod not free holds a generation of another model: its one slot is taken.
+    slots: 0,
+    busy: new Map(
+      pods.filter((p) => !free.includes(p.name)).map((p) => [p.name, new Map([["other", 1]])]),
+    ),
     maxLoaded,
   });
   if (result.kind === "send") return `${result.cold ? "cold" : "send"} ${result.pod.name}`;
