@@ -1,7 +1,7 @@
 /**
  * @module
  * The router's composition root: a config into the store and its workers, and the
- * Hono routes on `Deno.serve`. main.ts reads the flags and loads this module after
+ * Hono routes on the server of http/server.ts. main.ts reads the flags and loads this module after
  * them, so a bad flag is refused before any of it loads; the Kubernetes client
  * loads only in Kubernetes mode.
  */
@@ -28,6 +28,7 @@ import { adminAuth } from "./api/admin_auth.ts";
 import { canonicalUrl } from "./http/canonical_url.ts";
 import { ownPathMethods } from "./http/own_paths.ts";
 import { corsHandler } from "./http/cors.ts";
+import { serve } from "./http/server.ts";
 import { logger } from "./obs/log.ts";
 import { RouterMetrics } from "./obs/metrics.ts";
 
@@ -174,7 +175,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
   };
 
   poller.start();
-  const route = (request: Request, info: Deno.ServeHandlerInfo) => {
+  const route = (request: Request) => {
     // An inference path exactly as written is already as the pod will see it.
     if (proxy.isInference(request)) return proxied(request);
     // Over HTTP/2, `*` (but for OPTIONS) arrives with no path at all: not a URL.
@@ -183,7 +184,7 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     }
     // Routing, the admin check and the proxy all see the path the pod will see.
     const canonical = canonicalUrl(request.url);
-    if (canonical === undefined) return app.fetch(request, info);
+    if (canonical === undefined) return app.fetch(request);
     return app.fetch(
       new Request(canonical, {
         method: request.method,
@@ -191,19 +192,21 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
         body: request.body,
         signal: request.signal,
       }),
-      info,
     );
   };
   // Browsers first: a preflight needs no model, and a page from an origin not
   // allowed reaches nothing (http/cors.ts).
   const cors = corsHandler(config.allowedOrigins);
-  const server = Deno.serve({
+  const server = await serve({
     port: config.port,
     hostname: config.host,
-    onListen: () => {},
-    // Deno's default prints the error as text among the JSON lines.
+    headerTimeoutMs: config.headerTimeoutMs,
+    // The proxy answers a late body itself (408, --body-timeout); this is for the rest.
+    requestTimeoutMs: config.headerTimeoutMs + config.bodyTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+    maxConnections: config.maxConnections,
     onError: (error) => unexpected("", error instanceof Error ? error : new Error(String(error))),
-  }, (request, info) => cors(request, () => route(request, info)));
+  }, (request) => cors(request, () => route(request)));
   const url = `http://${server.addr.hostname}:${server.addr.port}`;
   const wildcard = ["0.0.0.0", "::", "[::]"].includes(config.host);
   const placement = await startPlacement({
@@ -228,6 +231,8 @@ export async function startRouter(config: RouterConfig): Promise<Router> {
     metrics,
     drain() {
       draining = true;
+      // Keep-alive clients reconnect, through the Service, to a replica that is not draining.
+      server.drain();
     },
     async shutdown(timeoutMs?: number) {
       draining = true;
