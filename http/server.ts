@@ -19,6 +19,7 @@ import {
   type ServerResponse,
 } from "node:http";
 import type { Socket } from "node:net";
+import { holdArrivedBody } from "../api/arrived_body.ts";
 
 /** How {@linkcode serve} listens and how long it waits for clients. */
 export interface ServeOptions {
@@ -214,15 +215,18 @@ function toRequest(req: IncomingMessage, signal: AbortSignal): Request | undefin
     return undefined;
   }
   const method = req.method ?? "GET";
-  let body: BodyInit | null = null;
+  let body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null = null;
   if (framed && method !== "GET" && method !== "HEAD") {
     body = req.complete ? arrived(req) : bodyOf(req);
   }
+  let request: Request;
   try {
-    return new Request(url, { method, headers, body, signal });
+    request = new Request(url, { method, headers, body, signal });
   } catch {
     return undefined;
   }
+  if (body instanceof Uint8Array) holdArrivedBody(request, body);
+  return request;
 }
 
 /**
