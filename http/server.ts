@@ -82,8 +82,6 @@ export async function serve(
     requestTimeout: options.requestTimeoutMs,
     // How often node:http checks the two above (by default every 30 s).
     connectionsCheckingInterval: checkEveryMs,
-    // Nagle's algorithm would hold a stream's small chunks back.
-    noDelay: true,
     // As Deno.serve did: an HTTP/1.0 client may send none (the URL then names this address).
     requireHostHeader: false,
   });
@@ -100,6 +98,10 @@ export async function serve(
       return;
     }
     sockets.add(socket);
+    // The server's noDelay option does not reach the sockets under Deno: without
+    // this, Nagle's algorithm held a stream's small chunks back for the client's
+    // delayed ACK (16 streams: chunk delay p50 2.2 ms, p99 40 ms; with it 0.7 ms, 6 ms).
+    socket.setNoDelay(true);
     // node:http times a head from its first byte: a connection that never sends
     // one is timed here, a little later than node:http's own check of a head
     // that started (which answers 408), and closed without an answer, as nginx does.
