@@ -61,6 +61,9 @@ COPY --from=rootfs /rootfs/ /
 ARG TARGETARCH
 COPY --from=build /src/dist/rkllama-router-${TARGETARCH} /rkllama-router
 USER 65532:65532
+# V8's young generation is held to 2 MiB semi-spaces by the compile task (--v8-flags, part of
+# the binary): with V8's default, RSS after 10 s of small requests at 64 connections was about
+# 30 MiB higher (bench/edge.ts, issue 16).
 # glibc's allocator, told to give memory back: request bodies are large, short-lived
 # buffers, and with its defaults (an arena per thread, a threshold for mmap that grows
 # after each large free) RSS stayed at the peak of a burst of bodies. 20 concurrent
