@@ -61,6 +61,9 @@ COPY --from=rootfs /rootfs/ /
 ARG TARGETARCH
 COPY --from=build /src/dist/rkllama-router-${TARGETARCH} /rkllama-router
 USER 65532:65532
+# Not set: V8's young generation held to 2 MiB semi-spaces (--v8-flags=--max-semi-space-size=2
+# at compile time) lowered RSS after 10 s of small requests at 64 connections by 30-90 MiB, but
+# cost 18-50% more CPU per request (bench/edge.ts, issue 16); the request path wins for now.
 # glibc's allocator, told to give memory back: request bodies are large, short-lived
 # buffers, and with its defaults (an arena per thread, a threshold for mmap that grows
 # after each large free) RSS stayed at the peak of a burst of bodies. 20 concurrent

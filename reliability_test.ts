@@ -429,9 +429,11 @@ Deno.test({
         queued.push(connected);
         assert.ok(queued.length < 5000, "the accept queue never filled");
       }
+      // The simulated pod's first poll must not time out on a loaded machine: it is
+      // the board the request falls back to.
       await using world = await startWorld({ pods: [{ models: ["qwen"] }] }, {
         connectTimeoutMs: 100,
-        pollTimeoutMs: 100,
+        pollTimeoutMs: 2000,
       });
       const entry = { name: "qwen", model: "qwen" };
       world.router.store.upsertPod({

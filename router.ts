@@ -1,9 +1,9 @@
 /**
  * @module
  * The router's composition root: a config into the store and its workers, and the
- * front door (http/front_door.ts) on `Deno.serve`. main.ts reads the flags and loads
- * this module after them, so a bad flag is refused before any of it loads; the
- * Kubernetes client loads only in Kubernetes mode.
+ * front door (http/front_door.ts) on the server of http/server.ts. main.ts reads the
+ * flags and loads this module after them, so a bad flag is refused before any of it
+ * loads; the Kubernetes client loads only in Kubernetes mode.
  */
 
 import { Hono } from "hono";
@@ -28,6 +28,7 @@ import { renderSections, uiRoutes } from "./status/ui.tsx";
 import { adminAuth } from "./api/admin_auth.ts";
 import { ownPathMethods } from "./http/own_paths.ts";
 import { frontDoor, unexpectedError } from "./http/front_door.ts";
+import { serve } from "./http/server.ts";
 import { logger } from "./obs/log.ts";
 import { RouterMetrics } from "./obs/metrics.ts";
 
@@ -196,11 +197,14 @@ export async function startRouter(config: RouterConfig, parts: RouterParts = {})
   });
 
   poller.start();
-  const server = Deno.serve({
+  const server = await serve({
     port: config.port,
     hostname: config.host,
-    onListen: () => {},
-    // Deno's default prints the error as text among the JSON lines.
+    headerTimeoutMs: config.headerTimeoutMs,
+    // The proxy answers a late body itself (408, --body-timeout); this is for the rest.
+    requestTimeoutMs: config.headerTimeoutMs + config.bodyTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+    maxConnections: config.maxConnections,
     onError: (error) => unexpectedError("", error),
   }, handler);
   const url = `http://${server.addr.hostname}:${server.addr.port}`;
@@ -239,6 +243,8 @@ export async function startRouter(config: RouterConfig, parts: RouterParts = {})
     metrics,
     drain() {
       draining = true;
+      // Keep-alive clients reconnect, through the Service, to a replica that is not draining.
+      server.drain();
     },
     async shutdown(timeoutMs?: number) {
       draining = true;

@@ -68,8 +68,8 @@ export interface RouterProcess {
 }
 
 /** The flags `deno task start` gives `deno run`, which the compiled binary also gets. */
-export async function startTaskFlags(): Promise<string[]> {
-  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
+export async function startTaskFlags(checkout: URL = root): Promise<string[]> {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", checkout)));
   const words: string[] = config.tasks.start.split(/\s+/);
   if (words[0] !== "deno" || words[1] !== "run" || words.at(-1) !== "main.ts") {
     throw new Error(`deno.json's start task is not 'deno run ... main.ts': ${config.tasks.start}`);
@@ -78,8 +78,8 @@ export async function startTaskFlags(): Promise<string[]> {
 }
 
 /** The variables the Dockerfile's `ENV` sets for the router (glibc's allocator settings). */
-export async function imageEnv(): Promise<Record<string, string>> {
-  const dockerfile = await Deno.readTextFile(new URL("Dockerfile", root));
+export async function imageEnv(checkout: URL = root): Promise<Record<string, string>> {
+  const dockerfile = await Deno.readTextFile(new URL("Dockerfile", checkout));
   const env: Record<string, string> = {};
   for (const [, words] of dockerfile.replaceAll("\\\n", " ").matchAll(/^ENV\s+(.*)$/gm)) {
     for (const [, name, value] of words.matchAll(/(\w+)=(\S+)/g)) env[name] = value;
@@ -95,8 +95,14 @@ export async function imageEnv(): Promise<Record<string, string>> {
 export async function startRouter(
   backend: string,
   logFile: string,
-  options: { cpuProfileDir?: string; inspect?: boolean } = {},
+  options: {
+    cpuProfileDir?: string;
+    inspect?: boolean;
+    /** Another checkout's router (its main.ts, deno.json and Dockerfile), to compare with. */
+    checkout?: URL;
+  } = {},
 ): Promise<RouterProcess> {
+  const checkout = options.checkout ?? root;
   const inspectPort = options.inspect ? freePort() : undefined;
   const profile = [
     ...(options.cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`] : []),
@@ -106,8 +112,8 @@ export async function startRouter(
     args: [
       "run",
       ...profile,
-      ...await startTaskFlags(),
-      new URL("main.ts", root).pathname,
+      ...await startTaskFlags(checkout),
+      new URL("main.ts", checkout).pathname,
       "--backends",
       `bench=${backend}`,
       "--host",
@@ -121,7 +127,7 @@ export async function startRouter(
     ],
     clearEnv: true,
     // As in the image: its allocator settings are part of what it costs.
-    env: await imageEnv(),
+    env: await imageEnv(checkout),
     stdin: "null",
     stdout: "piped",
     // The inspector announces itself on stderr.

@@ -25,6 +25,9 @@ export interface RouterConfig {
   connectTimeoutMs: number;
   streamIdleTimeoutMs: number;
   bodyTimeoutMs: number;
+  headerTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxConnections: number;
   drainDelayMs: number;
   shutdownTimeoutMs: number;
   adminToken: string;
@@ -299,6 +302,32 @@ export const FLAGS: readonly FlagSpec[] = [
     kind: "duration",
     default: "60s",
     help: "longest time a client may take to send its request body (408 past it)",
+  },
+  {
+    flag: "header-timeout",
+    key: "headerTimeoutMs",
+    kind: "duration",
+    default: "10s",
+    help:
+      "longest time a client may take to send a request's line and headers; past it the connection gets a 408 and is closed",
+  },
+  {
+    flag: "idle-timeout",
+    key: "idleTimeoutMs",
+    kind: "duration",
+    default: "30s",
+    help:
+      "how long a keep-alive connection may wait, idle, for its next request before it is closed",
+  },
+  {
+    flag: "max-connections",
+    key: "maxConnections",
+    kind: "int",
+    default: "2048",
+    min: 1,
+    max: 1_000_000,
+    help:
+      "client connections open at once; past it a new connection gets a 503 with Retry-After and is closed",
   },
   {
     flag: "drain-delay",

@@ -41,6 +41,7 @@ import {
 } from "../rkllama/upstream.ts";
 import { modelLabel, routeLabel, type RouterMetrics } from "../obs/metrics.ts";
 import { dropToken } from "../api/admin_auth.ts";
+import { takeArrivedBody } from "../api/arrived_body.ts";
 import { type Deadline, deadlines } from "../rkllama/deadlines.ts";
 import { mayTranslate, type Translation, translationFor, unsupportedOn } from "./openai_compat.ts";
 
@@ -1011,7 +1012,10 @@ async function readDeclared(
       () => reject(new BadRequest(408, `the request body did not arrive within ${timeoutMs} ms`)),
     );
   });
-  const reading = declared <= WHOLE_READ_MAX
+  const arrived = takeArrivedBody(request);
+  const reading = arrived !== undefined
+    ? Promise.resolve(arrived)
+    : declared <= WHOLE_READ_MAX
     ? request.bytes()
     : readInto(request.body!, new Uint8Array(declared));
   let body: Uint8Array<ArrayBuffer>;
