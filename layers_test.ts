@@ -24,6 +24,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ["rkllama/"], // calls to a board: upstream requests, their deadlines, the router's own calls
   ["obs/log.ts"], // logs
   ["config/"], // flags and models.yaml's schema
+  ["time/"], // pure time arithmetic: the one backoff
 ];
 
 /** The row and entry of LAYERS a path relative to the repository belongs to, or undefined. */

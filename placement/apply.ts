@@ -14,6 +14,7 @@ import type { Store } from "../cluster/store.ts";
 import type { Action } from "./plan.ts";
 import * as rkllama from "../rkllama/client.ts";
 import { logger } from "../obs/log.ts";
+import { backoffMs } from "../time/backoff.ts";
 
 const log = logger("apply");
 
@@ -197,10 +198,7 @@ export class Applier {
       });
     } else if (result.outcome === "failed" || result.outcome === "refused") {
       const count = (this.#failures.get(key)?.count ?? 0) + 1;
-      const delay = Math.min(
-        this.#options.retryBaseMs * 2 ** (count - 1),
-        this.#options.retryMaxMs,
-      );
+      const delay = backoffMs(count - 1, this.#options.retryBaseMs, this.#options.retryMaxMs);
       this.#failures.set(key, {
         count,
         retryAt: Date.now() + delay,
