@@ -175,6 +175,13 @@ const FLUSH_CHARS = 64 * 1024;
  * under load, and a write and a timer per line still a twentieth with one client
  * at a time (bench/). Lines still pending when the process exits, or dies of an
  * uncaught error, are written then.
+ *
+ * Kept instead of LogTape's `getStreamSink` with `nonBlocking` (2.4.2), which does
+ * the same job otherwise: it awaits one write per line, drops lines once twice its
+ * buffer is pending, and cannot write at exit (its flush is async). Measured by
+ * `deno run -A bench/log_sink.ts` (one run, stdout a pipe, 50,000 request lines,
+ * 3 rounds): 19-21 µs of CPU per line here, all lines written; 25-27 µs there, and
+ * 13,000-15,000 of the 50,000 lines written.
  */
 function stdoutSink(formatter: TextFormatter): Sink {
   const encoder = new TextEncoder();

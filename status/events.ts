@@ -28,7 +28,14 @@ export interface EventOptions {
 
 const encoder = new TextEncoder();
 
-/** The Hono app for `/router/events`. */
+/**
+ * The Hono app for `/router/events`. The stream is written by hand rather than with
+ * Hono's `streamSSE` (4.13): that sets `Transfer-Encoding` and `Connection`, which
+ * are hop-by-hop headers a handler must not set (and HTTP/2 forbids), has no comment
+ * line for the heartbeat, and puts a TransformStream and a second ReadableStream
+ * between the events and the response, whose backlog is what drops a client that
+ * stopped reading here (`desiredSize` of the one stream).
+ */
 export function eventRoutes(options: EventOptions): Hono {
   const app = new Hono();
   app.get("/router/events", (c) => {
