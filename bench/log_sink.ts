@@ -1,12 +1,13 @@
 /**
  * @module
- * `deno run -A bench/log_sink.ts`: the router's stdout sink (obs/log.ts) against
- * LogTape's `getStreamSink` with `nonBlocking`, in one run, same formatter, a
- * request's log line at a time: CPU per line and how many lines reach a pipe.
+ * `deno run -A bench/log_sink.ts`: the router's stdout sink and JSON formatter
+ * (obs/log.ts) against LogTape's JSON formatter alone and LogTape's `getStreamSink`
+ * with `nonBlocking`, in one run, a request's log line at a time: CPU per line and
+ * how many lines reach a pipe.
  */
 
-import { configure, getLogger, getStreamSink } from "@logtape/logtape";
-import { jsonFormatter, setupLogging } from "../obs/log.ts";
+import { configure, getJsonLinesFormatter, getLogger, getStreamSink } from "@logtape/logtape";
+import { jsonFormatter, setupLogging, stdoutSink } from "../obs/log.ts";
 
 const LINES = 50_000;
 const ROUNDS = 3;
@@ -22,6 +23,16 @@ async function child(sink: string): Promise<void> {
   let dispose: (() => PromiseLike<void>) | undefined;
   if (sink === "router") {
     await setupLogging("info");
+  } else if (sink === "router-sink+logtape-json") {
+    // The router's sink with LogTape's JSON formatter alone, without the fast path.
+    await configure({
+      reset: true,
+      sinks: { stdout: stdoutSink(getJsonLinesFormatter({ properties: "flatten" })) },
+      loggers: [
+        { category: ["rkllama-router"], lowestLevel: "info", sinks: ["stdout"] },
+        { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+      ],
+    });
   } else {
     const stream = getStreamSink(Deno.stdout.writable, {
       formatter: jsonFormatter,
@@ -30,7 +41,10 @@ async function child(sink: string): Promise<void> {
     await configure({
       reset: true,
       sinks: { stdout: stream },
-      loggers: [{ category: ["rkllama-router"], lowestLevel: "info", sinks: ["stdout"] }],
+      loggers: [
+        { category: ["rkllama-router"], lowestLevel: "info", sinks: ["stdout"] },
+        { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+      ],
     });
     dispose = () => stream[Symbol.asyncDispose]();
   }
@@ -57,7 +71,7 @@ if (Deno.args[0] === "--child") {
   await child(Deno.args[1]);
 } else {
   for (let round = 1; round <= ROUNDS; round++) {
-    for (const sink of ["router", "logtape"]) {
+    for (const sink of ["router", "router-sink+logtape-json", "logtape"]) {
       const output = await new Deno.Command(Deno.execPath(), {
         args: ["run", "-A", import.meta.filename!, "--child", sink],
         stdout: "piped",

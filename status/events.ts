@@ -30,11 +30,11 @@ const encoder = new TextEncoder();
 
 /**
  * The Hono app for `/router/events`. The stream is written by hand rather than with
- * Hono's `streamSSE` (4.13): that sets `Transfer-Encoding` and `Connection`, which
- * are hop-by-hop headers a handler must not set (and HTTP/2 forbids), has no comment
- * line for the heartbeat, and puts a TransformStream and a second ReadableStream
- * between the events and the response, whose backlog is what drops a client that
- * stopped reading here (`desiredSize` of the one stream).
+ * Hono's `streamSSE` (4.13): that sets `Transfer-Encoding` and `Connection` on the
+ * response, hop-by-hop headers the router never sends otherwise (RFC 9110 §7.6.1;
+ * HTTP/2 forbids them), and puts a TransformStream and a second ReadableStream
+ * between the events and the response, where one stream's `desiredSize` is what
+ * tells here that a client stopped reading.
  */
 export function eventRoutes(options: EventOptions): Hono {
   const app = new Hono();
