@@ -245,7 +245,7 @@ async function call<T>(
 }
 
 /** The error a fetch or a body read threw, as a {@linkcode BoardError}. */
-export function normalise(
+function normalise(
   pod: string,
   call: string,
   error: unknown,
