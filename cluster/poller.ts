@@ -91,7 +91,10 @@ export class Poller {
 
   async #pollOne(name: string, url: string): Promise<PollResult> {
     const board = { name, url };
-    const call = { timeoutMs: this.#options.timeoutMs, signal: this.#stopped.signal };
+    const call = new rkllama.SharedDeadline({
+      timeoutMs: this.#options.timeoutMs,
+      signal: this.#stopped.signal,
+    });
     try {
       const [tags, ps, openAI, version] = await Promise.all([
         rkllama.tags(board, call),
