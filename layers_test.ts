@@ -21,9 +21,10 @@ export const LAYERS: readonly (readonly string[])[] = [
   ["kube/"], // Kubernetes: connection, list-watch, pod watch, Lease
   ["cluster/"], // cluster state: the store, the poller, static backends
   ["api/"], // what the API says: error bodies, request ids, model names, the admin check
-  ["rkllama/"], // calls to a board: upstream requests and their deadlines
+  ["rkllama/"], // calls to a board: upstream requests, their deadlines, the router's own calls
   ["obs/log.ts"], // logs
   ["config/"], // flags and models.yaml's schema
+  ["time/"], // pure time arithmetic: the one backoff
 ];
 
 /** The row and entry of LAYERS a path relative to the repository belongs to, or undefined. */

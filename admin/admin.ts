@@ -10,6 +10,7 @@ import { Hono } from "hono";
 import { isEjected, isRoutable, type PodRecord, podState, type Store } from "../cluster/store.ts";
 import { errorResponse } from "../api/errors.ts";
 import { ENDPOINTS } from "../api/endpoints.ts";
+import * as rkllama from "../rkllama/client.ts";
 import { logger } from "../obs/log.ts";
 import { requestIdOf } from "../api/request_id.ts";
 
@@ -215,26 +216,15 @@ async function forceUnload(
 ): Promise<ForceUnloadResult> {
   const result: ForceUnloadResult = { pod_name: pod.name, node_name: pod.node, success: false };
   try {
-    const response = await fetch(`${pod.url}/force_unload_all`, {
-      method: "POST",
-      signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), clientSignal]),
-    });
-    const text = await response.text();
-    if (response.status === 404 || response.status === 405) {
-      // Flask-generation RKLlama has no such endpoint: not a failure of the router.
-      result.unsupported = true;
-      result.error = "this RKLlama version has no /force_unload_all";
-      return result;
-    }
-    if (!response.ok) {
-      result.error = `pod answered ${response.status}: ${text.slice(0, 300)}`;
-      return result;
-    }
-    const body = JSON.parse(text) as Record<string, unknown>;
+    const killed = await rkllama.forceUnloadAll(pod, { timeoutMs, signal: clientSignal });
     result.success = true;
-    result.killed_tracked = body.killed_tracked ?? [];
-    result.killed_orphaned = body.killed_orphaned ?? [];
+    result.killed_tracked = killed.killedTracked;
+    result.killed_orphaned = killed.killedOrphaned;
   } catch (error) {
+    // A Flask-generation board has no such endpoint: not a failure of the router.
+    if (error instanceof rkllama.BoardError && error.failure === "unsupported") {
+      result.unsupported = true;
+    }
     result.error = error instanceof Error ? error.message : String(error);
   }
   return result;

@@ -7,7 +7,8 @@
  * update. Routing reads the store and never waits for a poll.
  */
 
-import type { PodModelEntry, PollResult, Store } from "./store.ts";
+import type { PollResult, Store } from "./store.ts";
+import * as rkllama from "../rkllama/client.ts";
 import { describeError, logger } from "../obs/log.ts";
 
 const log = logger("poller");
@@ -89,16 +90,17 @@ export class Poller {
   }
 
   async #pollOne(name: string, url: string): Promise<PollResult> {
-    const signal = AbortSignal.any([
-      AbortSignal.timeout(this.#options.timeoutMs),
-      this.#stopped.signal,
-    ]);
+    const board = { name, url };
+    const call = new rkllama.SharedDeadline({
+      timeoutMs: this.#options.timeoutMs,
+      signal: this.#stopped.signal,
+    });
     try {
       const [tags, ps, openAI, version] = await Promise.all([
-        fetchModels(`${url}/api/tags`, signal),
-        fetchModels(`${url}/api/ps`, signal),
-        fetchOpenAIModels(`${url}/v1/models`, signal),
-        fetchVersion(`${url}/api/version`, signal),
+        rkllama.tags(board, call),
+        rkllama.ps(board, call),
+        rkllama.openAIModels(board, call),
+        rkllama.version(board, call),
       ]);
       const otherModels = new Set([...openAI].filter((id) => !tags.has(id)));
       return {
@@ -111,9 +113,7 @@ export class Poller {
         version,
       };
     } catch (error) {
-      const message = signal.aborted && !this.#stopped.signal.aborted
-        ? `no answer within ${this.#options.timeoutMs} ms`
-        : describeError(error);
+      const message = error instanceof rkllama.BoardError ? error.message : describeError(error);
       return { pod: name, ok: false, at: Date.now(), error: message };
     }
   }
@@ -135,72 +135,4 @@ export class Poller {
       }
     }
   }
-}
-
-/**
- * The models listed by a pod's `/api/tags` or `/api/ps`, by name.
- *
- * @throws when the pod does not answer 200 with `{"models": [...]}`
- */
-export async function fetchModels(
-  url: string,
-  signal: AbortSignal,
-): Promise<ReadonlyMap<string, PodModelEntry>> {
-  const response = await fetch(url, { signal, headers: { accept: "application/json" } });
-  if (!response.ok) {
-    await response.body?.cancel();
-    throw new Error(`${new URL(url).pathname} answered ${response.status}`);
-  }
-  const parsed: unknown = await response.json();
-  const list = (parsed as { models?: unknown })?.models;
-  if (!Array.isArray(list)) {
-    throw new Error(`${new URL(url).pathname} did not list models`);
-  }
-  const models = new Map<string, PodModelEntry>();
-  for (const entry of list) {
-    if (typeof entry !== "object" || entry === null) continue;
-    const name = (entry as { name?: unknown }).name ?? (entry as { model?: unknown }).model;
-    if (typeof name === "string" && name !== "") models.set(name, entry as PodModelEntry);
-  }
-  return models;
-}
-
-/**
- * The model ids of a pod's `/v1/models`, or none when it has no such list: only
- * image, speech and transcription models are taken from it, so a pod without it
- * still serves its LLMs.
- */
-export async function fetchOpenAIModels(
-  url: string,
-  signal: AbortSignal,
-): Promise<ReadonlySet<string>> {
-  const response = await fetch(url, { signal, headers: { accept: "application/json" } });
-  if (!response.ok) {
-    await response.body?.cancel();
-    return new Set();
-  }
-  const parsed: unknown = await response.json().catch(() => undefined);
-  const data = (parsed as { data?: unknown })?.data;
-  if (!Array.isArray(data)) return new Set();
-  return new Set(
-    data.map((entry) => (entry as { id?: unknown })?.id).filter((id): id is string =>
-      typeof id === "string" && id !== ""
-    ),
-  );
-}
-
-/**
- * The version a pod's `/api/version` gives (`{"version": "0.0.54"}`), or undefined
- * when it gives none: the version only chooses how OpenAI requests are served, so
- * a pod without it still serves.
- */
-export async function fetchVersion(url: string, signal: AbortSignal): Promise<string | undefined> {
-  const response = await fetch(url, { signal, headers: { accept: "application/json" } });
-  if (!response.ok) {
-    await response.body?.cancel();
-    return undefined;
-  }
-  const parsed: unknown = await response.json().catch(() => undefined);
-  const version = (parsed as { version?: unknown })?.version;
-  return typeof version === "string" ? version : undefined;
 }

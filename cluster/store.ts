@@ -8,6 +8,7 @@
  */
 
 import { computed, type ReadonlySignal, signal } from "@preact/signals-core";
+import { backoffMs } from "../time/backoff.ts";
 
 /** A model entry as a pod reported it in `/api/tags` or `/api/ps`, kept verbatim for aggregation. */
 export type PodModelEntry = Readonly<Record<string, unknown>>;
@@ -405,7 +406,7 @@ export class Store {
   ejectWithBackoff(podName: string, baseMs: number, reason: string, now = Date.now()): void {
     const runtime = this.#pods.peek().get(podName)?.runtime;
     if (!runtime) return;
-    const ms = baseMs * 2 ** Math.min(runtime.strikes, MAX_EJECT_DOUBLINGS);
+    const ms = backoffMs(runtime.strikes, baseMs, baseMs * 2 ** MAX_EJECT_DOUBLINGS);
     runtime.strikes++;
     this.eject(podName, now + ms, reason);
   }

@@ -9,6 +9,7 @@
 
 import * as k8s from "@kubernetes/client-node";
 import { describeError as describe, logger } from "../obs/log.ts";
+import { backoffMs } from "../time/backoff.ts";
 
 const log = logger("kubernetes");
 
@@ -18,6 +19,9 @@ const log = logger("kubernetes");
  * nothing for minutes; ending each watch first keeps the reconnects clean.
  */
 const WATCH_SECONDS = 25;
+
+/** The first wait before listing again after a failure; it doubles up to `maxBackoffMs`. */
+const RECONNECT_BASE_MS = 250;
 
 /** Longest wait for one list. */
 const LIST_TIMEOUT_MS = 30_000;
@@ -96,7 +100,8 @@ export class ListWatchLoop<T> {
 
   async #run(listed: () => void): Promise<void> {
     const watcher = new k8s.Watch(this.#config);
-    let backoff = 250;
+    // Failures (or watches that ended at once) in a row.
+    let attempt = 0;
     while (!this.#stopped.signal.aborted) {
       let failure: unknown;
       try {
@@ -113,12 +118,13 @@ export class ListWatchLoop<T> {
         listed();
         const watchStarted = Date.now();
         failure = await this.#watchFrom(watcher, list.metadata?.resourceVersion ?? "");
-        if (failure === undefined && Date.now() - watchStarted > 1000) backoff = 250;
+        if (failure === undefined && Date.now() - watchStarted > 1000) attempt = 0;
       } catch (error) {
         failure = error;
       }
       listed();
       if (this.#stopped.signal.aborted) break;
+      const backoff = backoffMs(attempt, RECONNECT_BASE_MS, this.#maxBackoffMs);
       if (failure !== undefined) {
         this.#restarts++;
         this.#onRestart("error");
@@ -131,8 +137,8 @@ export class ListWatchLoop<T> {
         });
       }
       // A watch that ends at once, again and again, must not become a tight loop.
-      if (failure !== undefined || backoff > 250) await delay(backoff, this.#stopped.signal);
-      backoff = Math.min(backoff * 2, this.#maxBackoffMs);
+      if (failure !== undefined || attempt > 0) await delay(backoff, this.#stopped.signal);
+      attempt++;
     }
   }
 

@@ -12,8 +12,9 @@
 import { type ReadonlySignal, signal } from "@preact/signals-core";
 import type { Store } from "../cluster/store.ts";
 import type { Action } from "./plan.ts";
-import { podErrorMessage } from "../rkllama/upstream.ts";
+import * as rkllama from "../rkllama/client.ts";
 import { logger } from "../obs/log.ts";
+import { backoffMs } from "../time/backoff.ts";
 
 const log = logger("apply");
 
@@ -169,26 +170,18 @@ export class Applier {
     }
   }
 
-  /** `/api/load` or `/api/unload`, falling back to the Flask generation's routes. */
+  /** `/api/load` or `/api/unload` (falling back to the Flask generation's routes). */
   async #call(action: Action): Promise<Omit<ActionResult, "action" | "at" | "durationMs">> {
     const pod = this.#options.store.pods.peek().get(action.pod);
     if (!pod) throw new Error(`pod ${action.pod} is gone`);
-    const signal = AbortSignal.any([
-      AbortSignal.timeout(this.#options.loadTimeoutMs),
-      this.#stopped.signal,
-    ]);
-    const [modern, legacy] = action.kind === "load"
-      ? ["/api/load", "/load_model"]
-      : ["/api/unload", "/unload_model"];
-    let response = await post(`${pod.url}${modern}`, { model: action.model }, signal);
-    if (response.status === 404 || response.status === 405) {
-      await response.body?.cancel();
-      response = await post(`${pod.url}${legacy}`, { model_name: action.model }, signal);
+    const call = { timeoutMs: this.#options.loadTimeoutMs, signal: this.#stopped.signal };
+    try {
+      await (action.kind === "load" ? rkllama.load : rkllama.unload)(pod, action.model, call);
+      return { outcome: "done", message: `${action.kind}ed` };
+    } catch (error) {
+      if (!(error instanceof rkllama.BoardError) || error.failure !== "status") throw error;
+      return { outcome: isRefusal(error.message) ? "refused" : "failed", message: error.message };
     }
-    const text = await response.text();
-    if (response.ok) return { outcome: "done", message: `${action.kind}ed` };
-    const message = podErrorMessage(action.pod, response.status, text);
-    return { outcome: isRefusal(message) ? "refused" : "failed", message };
   }
 
   #record(result: ActionResult): void {
@@ -205,10 +198,7 @@ export class Applier {
       });
     } else if (result.outcome === "failed" || result.outcome === "refused") {
       const count = (this.#failures.get(key)?.count ?? 0) + 1;
-      const delay = Math.min(
-        this.#options.retryBaseMs * 2 ** (count - 1),
-        this.#options.retryMaxMs,
-      );
+      const delay = backoffMs(count - 1, this.#options.retryBaseMs, this.#options.retryMaxMs);
       this.#failures.set(key, {
         count,
         retryAt: Date.now() + delay,
@@ -241,13 +231,4 @@ export function isRefusal(message: string): boolean {
 
 function keyOf(action: Action): string {
   return `${action.kind}\u0000${action.pod}\u0000${action.model}`;
-}
-
-function post(url: string, body: unknown, signal: AbortSignal): Promise<Response> {
-  return fetch(url, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify(body),
-    signal,
-  });
 }

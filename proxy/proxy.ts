@@ -166,7 +166,7 @@ export interface ProxyRoutes {
 
 export function proxyRoutes(options: ProxyOptions): ProxyRoutes {
   const app = new Hono();
-  const proxy = new Proxy(options);
+  const proxy = new Forwarder(options);
   app.all("*", (c) => proxy.handle(c.req.raw));
   return {
     app,
@@ -176,7 +176,7 @@ export function proxyRoutes(options: ProxyOptions): ProxyRoutes {
   };
 }
 
-class Proxy {
+class Forwarder {
   readonly #options: ProxyOptions;
   readonly #openStreams = new OpenStreams();
   #turn = 0;

@@ -28,7 +28,14 @@ export interface EventOptions {
 
 const encoder = new TextEncoder();
 
-/** The Hono app for `/router/events`. */
+/**
+ * The Hono app for `/router/events`. The stream is written by hand rather than with
+ * Hono's `streamSSE` (4.13): that sets `Transfer-Encoding` and `Connection` on the
+ * response, hop-by-hop headers the router never sends otherwise (RFC 9110 §7.6.1;
+ * HTTP/2 forbids them), and puts a TransformStream and a second ReadableStream
+ * between the events and the response, where one stream's `desiredSize` is what
+ * tells here that a client stopped reading.
+ */
 export function eventRoutes(options: EventOptions): Hono {
   const app = new Hono();
   app.get("/router/events", (c) => {
