@@ -488,7 +488,7 @@ function assertComplete(results: Awaited<ReturnType<typeof measure>>): void {
   numbers.push(["startup bad flag", results.startup.bad_flag_ms]);
   for (const bench of results.scale) numbers.push([bench.name, bench.avg_us]);
   const missing = numbers.filter(([, value]) => value === null || !Number.isFinite(value));
-  if (missing.length > 0 || results.scale.length !== 3 || results.memory.length < 4) {
+  if (missing.length > 0 || results.scale.length !== 4 || results.memory.length < 4) {
     throw new Error(
       `incomplete results: ${missing.map(([name]) => name).join(", ") || "scale or memory"}`,
     );
