@@ -41,8 +41,14 @@ import {
 } from "../rkllama/upstream.ts";
 import { modelLabel, routeLabel, type RouterMetrics } from "../obs/metrics.ts";
 import { dropToken } from "../api/admin_auth.ts";
-import { takeArrivedBody } from "../api/arrived_body.ts";
-import { type Deadline, deadlines } from "../rkllama/deadlines.ts";
+import {
+  BodiesFull,
+  BodyBudget,
+  closesConnection,
+  closingConnection,
+  readBody,
+} from "./request_body.ts";
+import { deadlines } from "../rkllama/deadlines.ts";
 import { mayTranslate, type Translation, translationFor, unsupportedOn } from "./openai_compat.ts";
 
 const log = logger("proxy");
@@ -246,7 +252,7 @@ class Forwarder {
       if (error instanceof BadRequest) {
         const response = errorResponse(path, error.status, error.message);
         // A body the router stopped reading must not keep its connection.
-        return CLOSES.has(error) ? await closingConnection(response) : response;
+        return closesConnection(error) ? await closingConnection(response) : response;
       }
       if (request.signal.aborted) return errorResponse(path, 499, "the client went away");
       throw error;
@@ -837,229 +843,6 @@ function isApiPath(path: string): boolean {
 
 function pickHeaders(headers: HeaderList, names: readonly string[]): HeaderList {
   return headers.filter(([name]) => names.includes(name));
-}
-
-/**
- * Request bodies held at once across requests: each costs several times its size
- * while in flight, so many large uploads together could exhaust memory. Requests
- * past the budget are refused, not queued.
- */
-class BodyBudget {
-  #held = 0;
-  readonly #limit: number;
-
-  constructor(limit: number) {
-    this.#limit = limit;
-  }
-
-  /** @throws {BodiesFull} when `bytes` more would pass the budget */
-  take(bytes: number): void {
-    if (this.#held + bytes > this.#limit) {
-      throw new BodiesFull(
-        `the router holds ${this.#held} bytes of request bodies already, the most it takes at once (--max-body-total); retry shortly`,
-      );
-    }
-    this.#held += bytes;
-  }
-
-  release(bytes: number): void {
-    this.#held -= bytes;
-  }
-}
-
-/** The body would pass `--max-body-total`. */
-class BodiesFull extends Error {
-  override name = "BodiesFull";
-}
-
-/**
- * Refusals of a body the router never started reading, whose connection must
- * close. (Once a body is being read, Deno keeps its connection whatever follows:
- * a 408 for a trickled body leaves the socket to the client.)
- */
-const CLOSES = new WeakSet<Error>();
-
-function closes(error: BadRequest): BadRequest {
-  CLOSES.add(error);
-  return error;
-}
-
-/** Reads `body` to its end and drops it; false when it has not ended within `timeoutMs`. */
-async function discard(body: ReadableStream<Uint8Array>, timeoutMs: number): Promise<boolean> {
-  const reader = body.getReader();
-  let expired = false;
-  const deadline = deadlines.start(timeoutMs, () => {
-    expired = true;
-    reader.cancel().catch(() => {});
-  });
-  try {
-    while (!(await reader.read()).done) {
-      if (expired) return false;
-    }
-    return !expired;
-  } catch {
-    return false;
-  } finally {
-    deadline.cancel();
-  }
-}
-
-/**
- * `response` sent so that its connection closes after it. Deno's server keeps a
- * connection open whatever `Connection` header is sent, and goes on reading a
- * body the router refused (a client trickling one holds the socket; a declared
- * gigabyte is read to its end). A body that fails after its last byte is the one
- * thing that makes it close the connection: the client gets the whole answer
- * (chunked, without the closing chunk), then the close.
- */
-async function closingConnection(response: Response): Promise<Response> {
-  const bytes = await response.bytes();
-  const headers = new Headers(response.headers);
-  headers.delete("content-length");
-  headers.set("connection", "close");
-  let sent = false;
-  const body = new ReadableStream<Uint8Array>({
-    pull(controller) {
-      if (sent) controller.error(new Error("closing the connection"));
-      else controller.enqueue(bytes);
-      sent = true;
-    },
-  });
-  return new Response(body, { status: response.status, headers });
-}
-
-/**
- * The whole request body, or null when there is none; its bytes are taken from
- * `budget`, and the caller gives them back when the request ends.
- *
- * @throws {BadRequest} 413 once it grows past `limit` bytes, 408 when it has not
- * all arrived within `timeoutMs` (a client trickling a body would hold a slot)
- * @throws {BodiesFull} when the budget has no room for it
- */
-async function readBody(
-  request: Request,
-  limit: number,
-  timeoutMs: number,
-  budget: BodyBudget,
-): Promise<Uint8Array<ArrayBuffer> | null> {
-  const declared = Number(request.headers.get("content-length") ?? "NaN");
-  if (declared > 0 && declared <= limit) {
-    return await readDeclared(request, declared, timeoutMs, budget);
-  }
-  if (!request.body) return null;
-  const tooLarge = () =>
-    new BadRequest(413, `the request body is larger than the limit of ${limit} bytes`);
-  if (declared > limit) {
-    // A body up to twice the limit is read and dropped, so that a client still
-    // sending it can read the 413 (as nginx lingers); a larger one is not read on.
-    if (declared <= 2 * limit && await discard(request.body, timeoutMs)) throw tooLarge();
-    throw closes(tooLarge());
-  }
-  const chunks: Uint8Array<ArrayBuffer>[] = [];
-  let size = 0;
-  const reader = request.body.getReader();
-  // On expiry the pending read ends as if the body had (cancel resolves it).
-  let expired = false;
-  const deadline = deadlines.start(timeoutMs, () => {
-    expired = true;
-    reader.cancel().catch(() => {});
-  });
-  try {
-    for (;;) {
-      const chunk = await reader.read();
-      if (expired) {
-        throw new BadRequest(408, `the request body did not arrive within ${timeoutMs} ms`);
-      }
-      if (chunk.done) break;
-      if (size + chunk.value.byteLength > limit) throw tooLarge();
-      budget.take(chunk.value.byteLength);
-      size += chunk.value.byteLength;
-      chunks.push(chunk.value as Uint8Array<ArrayBuffer>);
-    }
-  } catch (error) {
-    budget.release(size);
-    reader.cancel().catch(() => {});
-    throw error;
-  } finally {
-    deadline.cancel();
-  }
-  if (chunks.length === 1) return chunks[0];
-  const whole = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    whole.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return whole;
-}
-
-/**
- * A body of a declared length within the limit, read whole by Deno: without a
- * stream and a read per chunk in JavaScript, which cost about 10 µs a request
- * (bench/). Its length is taken from the budget before it is read.
- */
-async function readDeclared(
-  request: Request,
-  declared: number,
-  timeoutMs: number,
-  budget: BodyBudget,
-): Promise<Uint8Array<ArrayBuffer>> {
-  budget.take(declared);
-  let deadline: Deadline | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    deadline = deadlines.start(
-      timeoutMs,
-      () => reject(new BadRequest(408, `the request body did not arrive within ${timeoutMs} ms`)),
-    );
-  });
-  const arrived = takeArrivedBody(request);
-  const reading = arrived !== undefined
-    ? Promise.resolve(arrived)
-    : declared <= WHOLE_READ_MAX
-    ? request.bytes()
-    : readInto(request.body!, new Uint8Array(declared));
-  let body: Uint8Array<ArrayBuffer>;
-  try {
-    body = await Promise.race([reading, expired]);
-  } catch (error) {
-    // A body that never comes is let go with the connection, once answered.
-    reading.catch(() => {});
-    budget.release(declared);
-    throw error;
-  } finally {
-    deadline!.cancel();
-  }
-  // HTTP/1.1 framing makes them equal; the budget holds what is really held.
-  budget.release(declared - body.byteLength);
-  return body;
-}
-
-/**
- * Declared bodies up to this size are read by `request.bytes()`, the fastest way;
- * larger ones into a buffer of their declared size: `bytes()` held about 8 times
- * a large body's size while reading it (12 bodies of 5 MiB at once: RSS peak
- * 517 MiB, against 165 MiB read this way; issue 16).
- */
-const WHOLE_READ_MAX = 64 * 1024;
-
-/**
- * Reads `body` into `buffer`, which is its declared length.
- *
- * @throws {BadRequest} 400 when the body is not the length it declared
- */
-async function readInto(
-  body: ReadableStream<Uint8Array>,
-  buffer: Uint8Array<ArrayBuffer>,
-): Promise<Uint8Array<ArrayBuffer>> {
-  let at = 0;
-  for await (const chunk of body) {
-    if (at + chunk.byteLength > buffer.byteLength) {
-      throw new BadRequest(400, "the request body is longer than its Content-Length");
-    }
-    buffer.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return at === buffer.byteLength ? buffer : buffer.subarray(0, at);
 }
 
 async function readLimited(
