@@ -112,7 +112,18 @@ export async function serve(
       if (sockets.size === 0) noneLeft?.resolve();
     });
   });
+  // Requests open per connection: node:http's closeIdleConnections() under Deno
+  // leaves a keep-alive connection that carried a stream and then another request
+  // open (a shutdown then waited for --header-timeout), so idle is counted here.
+  const open = new Map<Socket, number>();
   http.on("request", (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    open.set(socket, (open.get(socket) ?? 0) + 1);
+    res.once("close", () => {
+      const left = (open.get(socket) ?? 1) - 1;
+      if (left > 0) open.set(socket, left);
+      else open.delete(socket);
+    });
     if (silent.delete(req.socket)) req.socket.setTimeout(0);
     if (refused.has(req.socket)) return refuse(res, options.maxConnections);
     // node:http parses all it has read before this microtask runs: a body that
@@ -138,6 +149,7 @@ export async function serve(
   const drain = () => {
     draining = true;
     http.closeIdleConnections();
+    for (const socket of sockets) if (!open.has(socket)) socket.destroy();
   };
   return {
     addr: { hostname: address.address, port: address.port },

@@ -261,8 +261,8 @@ Deno.test("a cold model on two pods serves concurrent ollama generate calls, loa
   assert.deepEqual([...new Set(loaded.map((m) => m.name))], ["qwen:latest"]);
 });
 
-Deno.test("the ollama client reads Flask-generation pods like FastAPI ones", async () => {
-  await using world = await startWorld({
+Deno.test("the ollama client reads Flask-generation pods like FastAPI ones, and the router stops at once after", async () => {
+  const world = await startWorld({
     pods: [{ flavor: "fl", models: ["qwen", "phi"], loaded: ["qwen"], tokens: ["ok", "!"] }],
   });
   const ollama = ollamaFor(world);
@@ -276,6 +276,16 @@ Deno.test("the ollama client reads Flask-generation pods like FastAPI ones", asy
   assert.equal(text, "ok!");
   const shown = await ollama.show({ model: "phi" });
   assert.match(shown.modelfile, /FROM="phi\.rkllm"/);
+  // The client stops reading a stream at its last line and keeps the connection:
+  // a shutdown must not take that connection for a busy one (it waited for
+  // --header-timeout, 10 s).
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<string>((resolve) => timer = setTimeout(() => resolve("late"), 5_000));
+  const stopped = world[Symbol.asyncDispose]().then(() => "stopped");
+  const first = await Promise.race([stopped, late]);
+  clearTimeout(timer);
+  await stopped;
+  assert.equal(first, "stopped");
 });
 
 // ---------------------------------------------------------------------------
