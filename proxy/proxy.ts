@@ -182,6 +182,19 @@ export function proxyRoutes(options: ProxyOptions): ProxyRoutes {
   };
 }
 
+/**
+ * A FastAPI-generation board (uvicorn) can leave a kept connection unread after
+ * an answer the router saw end: a request sent on it then waits for ever, unread
+ * in the board's socket buffer, while the board answers every other connection
+ * (seen with the real server, test:clients). A fresh connection per request to
+ * such a board costs a TCP handshake next to a generation of seconds. Flask
+ * boards close every connection themselves.
+ */
+let fresh: Deno.HttpClient | undefined;
+function freshConnections(): Deno.HttpClient {
+  return fresh ??= Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+}
+
 class Forwarder {
   readonly #options: ProxyOptions;
   readonly #openStreams = new OpenStreams();
@@ -491,7 +504,9 @@ class Forwarder {
         );
       }
     });
-    const runtime = this.#options.store.pods.peek().get(podName)?.runtime;
+    const record = this.#options.store.pods.peek().get(podName);
+    const runtime = record?.runtime;
+    const generation = record?.generation;
     if (runtime) {
       runtime.inflight++;
       // A cold request starts the idle clock once it is answered (finishLoading).
@@ -514,6 +529,7 @@ class Forwarder {
         body: outgoing,
         redirect: "manual",
         signal: abort.signal,
+        client: generation === "fastapi" ? freshConnections() : undefined,
       });
     } catch (error) {
       settle();
