@@ -286,19 +286,26 @@ class Forwarder {
       const refusal = this.#leaveOutUnable(path, model, exclude);
       if (refusal) return errorResponse(path, 501, refusal);
     }
-    if (model !== undefined && loadsModel(path)) {
-      return await this.#scheduled(request, url, source, body, model, exclude, outcome);
+    // A request that makes a pod generate or load takes a generation slot; on a
+    // replica that does not lead, it goes to the leader, whose queue covers every
+    // replica's requests.
+    const slotted = model !== undefined && loadsModel(path);
+    if (slotted && !request.headers.has(FORWARDED)) {
+      const leader = this.#options.dispatcher?.();
+      if (leader) {
+        const answer = await this.#toLeader(request, url, body, leader, outcome);
+        if (answer) return answer;
+      }
     }
-    for (let attempt = 1;; attempt++) {
-      const choice = this.#choose(model, exclude);
-      if (choice.kind === "not_found") return this.#unknownModel(path, model!);
-      if (choice.kind === "unavailable") return this.#unavailable(path, choice.reason);
-      // A request that loads nothing (/api/show, /files/...) takes no slot and need
-      // not wait for a load: any pod that has the model can answer it.
-      const failed = await this.#attempt(request, url, source, body, { pod: choice.pod }, outcome);
+    for (let tries = 1;; tries++) {
+      const next = slotted
+        ? await this.#slot(path, model!, exclude, request.signal)
+        : this.#anyPod(path, model, exclude);
+      if (next instanceof Response) return next;
+      const failed = await this.#attempt(request, url, source, body, next, outcome);
       if (failed instanceof Response) return failed;
-      exclude.add(choice.pod.name);
-      if (attempt >= MAX_ATTEMPTS) {
+      exclude.add(next.pod.name);
+      if (tries >= MAX_ATTEMPTS) {
         return errorResponse(path, 502, `no pod could take the request: ${failed.message}`);
       }
       this.#options.metrics?.retried("connect");
@@ -306,53 +313,48 @@ class Forwarder {
   }
 
   /**
-   * A request that takes a generation slot: it waits in the scheduler's queue for a
-   * free one (or goes to the leading replica, whose queue covers every replica's
-   * requests), then to that pod.
+   * A free generation slot from the scheduler's queue (waiting for one as long as
+   * it takes), or the answer to give instead.
    */
-  async #scheduled(
-    request: Request,
-    url: URL,
-    source: ModelSource,
-    body: Uint8Array<ArrayBuffer> | null,
+  async #slot(
+    path: string,
     model: string,
-    exclude: Set<string>,
-    outcome: Outcome,
-  ): Promise<Response> {
-    const path = url.pathname;
-    if (!request.headers.has(FORWARDED)) {
-      const leader = this.#options.dispatcher?.();
-      if (leader) {
-        const answer = await this.#toLeader(request, url, body, leader, outcome);
-        if (answer) return answer;
-      }
-    }
-    for (let attempt = 1;; attempt++) {
-      let granted = this.#options.scheduler.acquire(model, exclude, request.signal);
-      if (granted instanceof Promise) granted = await granted;
-      switch (granted.kind) {
-        case "not_found":
-          return this.#unknownModel(path, model);
-        case "unavailable":
-        case "busy":
-          return this.#unavailable(path, granted.reason);
-        case "left":
-          return errorResponse(path, 499, "the client went away");
-      }
-      if (request.signal.aborted) {
-        // Gone while its slot was being handed over: nothing was sent, the slot goes on.
-        granted.endLoad?.(false);
-        granted.release();
+    exclude: ReadonlySet<string>,
+    signal: AbortSignal,
+  ): Promise<Attempt | Response> {
+    let granted = this.#options.scheduler.acquire(model, exclude, signal);
+    if (granted instanceof Promise) granted = await granted;
+    switch (granted.kind) {
+      case "not_found":
+        return this.#unknownModel(path, model);
+      case "unavailable":
+      case "busy":
+        return this.#unavailable(path, granted.reason);
+      case "left":
         return errorResponse(path, 499, "the client went away");
-      }
-      const failed = await this.#attempt(request, url, source, body, granted, outcome);
-      if (failed instanceof Response) return failed;
-      exclude.add(granted.pod.name);
-      if (attempt >= MAX_ATTEMPTS) {
-        return errorResponse(path, 502, `no pod could take the request: ${failed.message}`);
-      }
-      this.#options.metrics?.retried("connect");
     }
+    if (signal.aborted) {
+      // Gone while its slot was being handed over: nothing was sent, the slot goes on.
+      granted.endLoad?.(false);
+      granted.release();
+      return errorResponse(path, 499, "the client went away");
+    }
+    return granted;
+  }
+
+  /**
+   * Any pod for a request that takes no slot (/api/show, /files/..., no model):
+   * it need not wait for a load, any pod that has the model can answer it.
+   */
+  #anyPod(
+    path: string,
+    model: string | undefined,
+    exclude: ReadonlySet<string>,
+  ): Attempt | Response {
+    const choice = this.#choose(model, exclude);
+    if (choice.kind === "not_found") return this.#unknownModel(path, model!);
+    if (choice.kind === "unavailable") return this.#unavailable(path, choice.reason);
+    return { pod: choice.pod };
   }
 
   /**
