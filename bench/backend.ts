@@ -88,9 +88,14 @@ function generate(url: URL): Response {
   return new Response(body, { headers: { "content-type": "application/x-ndjson" } });
 }
 
-function handle(request: Request): Response {
+/** Milliseconds a large body is held after it arrived, before the answer (`--hold`). */
+const holdMs = Number(args.hold ?? "0");
+
+function handle(request: Request): Response | Promise<Response> {
   // Most requests are the small chat: answer before parsing the URL.
   if (request.method === "POST" && request.url.endsWith("/api/chat")) {
+    // A large body is read to its end first, as a board parses it before it answers.
+    if (Number(request.headers.get("content-length")) > 65536) return readFirst(request);
     return new Response(chat, { headers: json });
   }
   const url = new URL(request.url);
@@ -106,6 +111,12 @@ function handle(request: Request): Response {
     default:
       return new Response(chat, { headers: json });
   }
+}
+
+async function readFirst(request: Request): Promise<Response> {
+  await request.arrayBuffer();
+  if (holdMs > 0) await new Promise((resolve) => setTimeout(resolve, holdMs));
+  return new Response(chat, { headers: json });
 }
 
 const servers = Array.from(

@@ -17,9 +17,11 @@ export interface Helper {
 
 /** Starts bench/backend.ts in its own process; it exits when we close its stdin. */
 export function startBackend(
-  options: { ports?: number; models?: number; loaded?: number } = {},
+  options: { ports?: number; models?: number; loaded?: number; holdMs?: number } = {},
 ): Promise<Helper> {
   return startHelper("backend.ts", [
+    "--hold",
+    String(options.holdMs ?? 0),
     "--ports",
     String(options.ports ?? 1),
     "--models",

@@ -19,7 +19,7 @@ import {
   type ServerResponse,
 } from "node:http";
 import type { Socket } from "node:net";
-import { holdArrivedBody } from "../api/arrived_body.ts";
+import { type BodyReader, holdArrivedBody, holdBodyReader } from "../api/arrived_body.ts";
 
 /** How {@linkcode serve} listens and how long it waits for clients. */
 export interface ServeOptions {
@@ -230,8 +230,10 @@ function toRequest(req: IncomingMessage, signal: AbortSignal): Request | undefin
   }
   const method = req.method ?? "GET";
   let body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null = null;
+  let reader: BodyReader | undefined;
   if (framed && method !== "GET" && method !== "HEAD") {
-    body = req.complete ? arrived(req) : bodyOf(req);
+    if (req.complete) body = arrived(req);
+    else ({ stream: body, readInto: reader } = arriving(req));
   }
   let request: Request;
   try {
@@ -240,6 +242,7 @@ function toRequest(req: IncomingMessage, signal: AbortSignal): Request | undefin
     return undefined;
   }
   if (body instanceof Uint8Array) holdArrivedBody(request, body);
+  else if (reader !== undefined) holdBodyReader(request, reader);
   return request;
 }
 
@@ -268,22 +271,33 @@ function arrived(req: IncomingMessage): Uint8Array<ArrayBuffer> {
 }
 
 /**
- * The request body as a byte stream that reads from the socket only as fast as
- * the handler reads it. Each chunk is copied out of node's read buffer, which it
- * shares with the head and other requests: a body held whole costs its own size.
+ * A body still arriving, two ways, of which the handler uses one: `stream`, which
+ * reads from the socket only as fast as the handler reads it, each chunk copied
+ * out of node's read buffer (which it shares with the head and other requests, so
+ * a body held whole costs its own size); or `readInto`, which copies each chunk
+ * straight into the caller's buffer, once (see api/arrived_body.ts). Neither
+ * reads anything until it is used.
  */
-function bodyOf(req: IncomingMessage): ReadableStream<Uint8Array> {
-  return new ReadableStream<Uint8Array>({
-    start(controller) {
-      req.on("data", (chunk: Uint8Array) => {
-        controller.enqueue(new Uint8Array(chunk));
-        if ((controller.desiredSize ?? 0) <= 0) req.pause();
-      });
-      req.once("end", () => controller.close());
-      req.once("error", (error) => controller.error(error));
-      req.once("aborted", () => controller.error(new Error("the client left")));
-    },
-    pull() {
+function arriving(
+  req: IncomingMessage,
+): { stream: ReadableStream<Uint8Array>; readInto: BodyReader } {
+  let taken = false;
+  const take = () => {
+    if (taken) throw new Error("the request body is being read already");
+    taken = true;
+  };
+  const stream = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (!taken) {
+        take();
+        req.on("data", (chunk: Uint8Array) => {
+          controller.enqueue(new Uint8Array(chunk));
+          if ((controller.desiredSize ?? 0) <= 0) req.pause();
+        });
+        req.once("end", () => controller.close());
+        req.once("error", (error) => controller.error(error));
+        req.once("aborted", () => controller.error(new Error("the client left")));
+      }
       req.resume();
     },
     cancel() {
@@ -291,7 +305,23 @@ function bodyOf(req: IncomingMessage): ReadableStream<Uint8Array> {
       // while it answers (or closes the connection: see send()).
       req.resume();
     },
-  }, { highWaterMark: 1 });
+  }, { highWaterMark: 0 });
+  const readInto = (buffer: Uint8Array<ArrayBuffer>) =>
+    new Promise<number>((resolve, reject) => {
+      take();
+      let at = 0;
+      req.on("data", (chunk: Uint8Array) => {
+        // HTTP/1.1 framing keeps a body within its declared length; a body past
+        // it is dropped rather than written out of bounds.
+        const room = buffer.byteLength - at;
+        buffer.set(chunk.byteLength <= room ? chunk : chunk.subarray(0, room), at);
+        at += Math.min(chunk.byteLength, room);
+      });
+      req.once("end", () => resolve(at));
+      req.once("error", reject);
+      req.once("aborted", () => reject(new Error("the client left")));
+    });
+  return { stream, readInto };
 }
 
 /**

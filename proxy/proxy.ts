@@ -47,6 +47,7 @@ import {
   closesConnection,
   closingConnection,
   readBody,
+  toSend,
 } from "./request_body.ts";
 import { deadlines } from "../rkllama/deadlines.ts";
 import { mayTranslate, type Translation, translationFor, unsupportedOn } from "./openai_compat.ts";
@@ -528,7 +529,7 @@ class Forwarder {
       upstream = await fetch(target, {
         method: request.method,
         headers,
-        body: outgoing,
+        body: toSend(outgoing),
         redirect: "manual",
         signal: abort.signal,
         client: generation === "fastapi" ? freshConnections() : undefined,
@@ -715,7 +716,7 @@ class Forwarder {
       answer = await fetch(leader + url.pathname + url.search, {
         method: request.method,
         headers,
-        body,
+        body: toSend(body),
         redirect: "manual",
         signal: request.signal,
       });

@@ -111,6 +111,18 @@ Deno.test({
         );
       }
     }
+    // A body past 64 KiB goes to a board chunked (proxy/request_body.ts toSend()):
+    // both generations read it whole.
+    for (const model of [FA_ONLY, FL_ONLY]) {
+      const long = await postJson(`${w.url}/api/chat`, {
+        model,
+        stream: false,
+        messages: [{ role: "user", content: "Hi ".repeat(100_000) }],
+      });
+      const text = await long.text();
+      assert.equal(long.status, 200, `${model}, a 300 KB body: ${text}`);
+      assert.equal(untagged(JSON.parse(text).message.content).text, stubAnswer(TOKENS), model);
+    }
     const ps = await (await fetch(`${w.url}/api/ps`)).json();
     assert.deepEqual(
       ps.models.map((model: { name: string }) => model.name).sort(),
