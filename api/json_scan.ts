@@ -26,6 +26,8 @@ export interface JsonScan {
   type: JsonType;
   /** Each field asked for that the top-level object has; the last one when repeated, as parsers take it. */
   fields: Map<string, JsonField>;
+  /** Values in the body, at every depth (strings, numbers, literals, objects and arrays). */
+  values: number;
 }
 
 /** Why a body is not JSON the router passes on. */
@@ -94,7 +96,7 @@ export async function scanJson(bytes: Uint8Array, wanted: readonly string[]): Pr
   const scanner = new Scanner(bytes, wanted);
   for (let limit = SLICE; !scanner.run(limit); limit = scanner.at + SLICE) await breathe();
   if (scanner.highBytes) await checkUtf8(bytes);
-  return { type: scanner.rootType!, fields: scanner.fields };
+  return { type: scanner.rootType!, fields: scanner.fields, values: scanner.values };
 }
 
 /** The scan's state between slices; {@linkcode Scanner.run} does the work. */
@@ -105,6 +107,8 @@ class Scanner {
   highBytes = false;
   /** The next byte to look at. */
   at = 0;
+  /** Values seen so far. */
+  values = 0;
   readonly #bytes: Uint8Array;
   readonly #wanted: readonly string[];
   /** Object or array, by depth; grown as the body nests deeper. */
@@ -266,6 +270,7 @@ class Scanner {
 
   /** Notes a value at `[start, end)` whose enclosing depth is `depth`. */
   #found(type: JsonType, start: number, end: number, depth: number): void {
+    this.values++;
     this.rootType ??= type;
     if (depth === 1 && this.#key !== undefined) {
       this.fields.set(this.#key, { type, start, end });

@@ -11,8 +11,11 @@ import { endpointOf, ENDPOINTS } from "./endpoints.ts";
 
 /** Where in a request the model was named. */
 export type ModelSource =
-  /** `start` and `end`: the value's bytes in the body, quotes included. */
-  | { from: "json"; key: string; value: string; start: number; end: number }
+  /**
+   * `start` and `end`: the value's bytes in the body, quotes included; `values`:
+   * how many JSON values the body holds (what parsing it would cost).
+   */
+  | { from: "json"; key: string; value: string; start: number; end: number; values: number }
   | { from: "form"; value: string }
   | { from: "path"; value: string; prefix: string; rest: string }
   /** `json`: the body is a JSON object all the same (its label may say otherwise). */
@@ -151,7 +154,7 @@ function modelFromJson(path: string, body: Uint8Array, scan: JsonScan): ModelSou
     }
     if (field.end - field.start === 2) continue;
     const value = JSON.parse(lenient.decode(body.subarray(field.start, field.end)));
-    return { from: "json", key, value, start: field.start, end: field.end };
+    return { from: "json", key, value, start: field.start, end: field.end, values: scan.values };
   }
   return { from: "none", json: true };
 }

@@ -10,6 +10,7 @@ Deno.test("findModel() reads model, then name, from a JSON body", async () => {
     value: "qwen",
     start: 9,
     end: 15,
+    values: 2,
   });
   assert.deepEqual(await findModel("/api/show", "application/json", json({ name: "phi" })), {
     from: "json",
@@ -17,6 +18,7 @@ Deno.test("findModel() reads model, then name, from a JSON body", async () => {
     value: "phi",
     start: 8,
     end: 13,
+    values: 2,
   });
 });
 
@@ -28,6 +30,7 @@ Deno.test("findModel() reads model_name on /load_model and /unload_model", async
     value: "qwen",
     start: 14,
     end: 20,
+    values: 3,
   });
 });
 

@@ -39,7 +39,11 @@ const TRANSLATED = new Set([
 const EMBEDDINGS = new Set(["/api/embed", "/api/embeddings", "/v1/embeddings"]);
 
 /** True when requests to `path` may need a translation (checked before parsing anything). */
-export function mayTranslate(path: string): boolean {
+export function mayTranslate(path: string, generation?: Generation): boolean {
+  // The Flask generation's own OpenAI chat and completions work (see translationFor).
+  if (generation === "flask" && (path === "/v1/chat/completions" || path === "/v1/completions")) {
+    return false;
+  }
   return TRANSLATED.has(path);
 }
 

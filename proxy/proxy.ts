@@ -456,11 +456,18 @@ class Forwarder {
       setHeader(headers, "content-type", "application/json");
     }
     let translation: Translation | undefined;
-    if (model !== undefined && source.from === "json" && body && mayTranslate(path)) {
+    const record = this.#options.store.pods.peek().get(podName);
+    const generation = record?.generation ?? "unknown";
+    if (model !== undefined && source.from === "json" && body && mayTranslate(path, generation)) {
       // The board's own endpoint is broken or answers in another shape: the router
       // speaks it for the board, through its Ollama endpoints (openai_compat.ts).
-      const generation = this.#options.store.pods.peek().get(podName)?.generation ?? "unknown";
       try {
+        if (source.values > MAX_TRANSLATED_VALUES) {
+          throw new BadRequest(
+            413,
+            `the router rewrites ${path} requests for RKLlama boards, and reads at most ${MAX_TRANSLATED_VALUES} JSON values in one; this body has ${source.values}`,
+          );
+        }
         translation = translationFor(path, generation, JSON.parse(lenient.decode(body)), model);
       } catch (error) {
         if (!(error instanceof BadRequest)) throw error;
@@ -507,9 +514,7 @@ class Forwarder {
         );
       }
     });
-    const record = this.#options.store.pods.peek().get(podName);
     const runtime = record?.runtime;
-    const generation = record?.generation;
     if (runtime) {
       runtime.inflight++;
       // A cold request starts the idle clock once it is answered (finishLoading).
@@ -847,6 +852,14 @@ async function rewriteModel(
   }
   return { path, outgoing: body };
 }
+
+/**
+ * The most JSON values a request the router translates (openai_compat.ts) may
+ * hold. Translating parses the whole body on the event loop, about 40 ns a value:
+ * a 64 MiB body of small numbers held every other request for 1.3 s (issue 16).
+ * A million values (about 40 ms) is far more than any chat a board can take.
+ */
+export const MAX_TRANSLATED_VALUES = 1_000_000;
 
 const lenient = new TextDecoder();
 

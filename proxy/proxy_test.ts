@@ -3,6 +3,7 @@ import { chatStatus, postJson, startWorld } from "../sim/fixture.ts";
 import type { SimPod } from "../sim/pod.ts";
 import { parseConfig } from "../config/flags.ts";
 import { startRouter } from "../router.ts";
+import { MAX_TRANSLATED_VALUES } from "./proxy.ts";
 
 const CHAT = { messages: [{ role: "user", content: "hi" }] };
 
@@ -564,4 +565,31 @@ Deno.test("a large declared body reaches the pod whole, with its model renamed i
     messages: [{ role: "user", content }],
   });
   assert.equal(sent?.bodyBytes, new TextEncoder().encode(expected).length);
+});
+
+Deno.test("an OpenAI request the router must translate is refused past a million JSON values, and not parsed", async () => {
+  await using world = await startWorld({
+    pods: [{ models: ["qwen"], loaded: ["qwen"], flavor: "fa" }],
+  });
+  const values = (count: number) =>
+    `{"model":"qwen","messages":[{"role":"user","content":"Hi"}],"junk":[${"0,".repeat(count)}0]}`;
+  // 8 values besides the list's `count` zeros (the object, model, messages, its
+  // message, role, content, junk, the last 0): a million in all is the most taken.
+  const refused = await fetch(`${world.url}/v1/chat/completions`, {
+    method: "POST",
+    body: values(MAX_TRANSLATED_VALUES - 7),
+  });
+  assert.equal(refused.status, 413);
+  // An OpenAI path: the error in OpenAI's shape.
+  assert.match(
+    (await refused.json()).error.message,
+    /reads at most 1000000 JSON values in one; this body has 1000001/,
+  );
+  assert.equal(requestsTo(world.cluster.pods[0], "/api/chat").length, 0);
+  const taken = await fetch(`${world.url}/v1/chat/completions`, {
+    method: "POST",
+    body: values(MAX_TRANSLATED_VALUES - 8),
+  });
+  assert.equal(taken.status, 200, await taken.clone().text());
+  await taken.body?.cancel();
 });
