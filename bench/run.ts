@@ -36,6 +36,8 @@ const plan = smoke
     chunks: 20,
     openStreams: 256,
     memoryRounds: 1,
+    firstChunks: 5,
+    settleSeconds: 1,
   }
   : {
     rounds: 3,
@@ -46,8 +48,12 @@ const plan = smoke
     chunks: 100,
     openStreams: 256,
     memoryRounds: 2,
+    firstChunks: 40,
+    settleSeconds: 20,
   };
 const CHUNK_INTERVAL_MS = 10;
+/** The router's default --max-body-total: the most request bodies it holds at once. */
+const MAX_BODY_TOTAL_BYTES = 64 * 2 ** 20;
 
 /**
  * Where requests go: straight to the backend, through the router, through nginx,
@@ -171,14 +177,32 @@ async function measure(nginx: Nginx, floor: Helper) {
       );
     }
   }
+  log(
+    `first chunks: ${plan.rounds} round(s) x ${plan.firstChunks} streams, one at a time, per target`,
+  );
+  const firstChunks = Object.fromEntries(TARGETS.map((t) => [t, [] as number[]])) as Record<
+    Target,
+    number[]
+  >;
+  for (let round = 0; round < plan.rounds; round++) {
+    for (let i = 0; i < TARGETS.length; i++) {
+      const target = TARGETS[(i + round) % TARGETS.length];
+      for (let n = 0; n < plan.firstChunks; n++) {
+        firstChunks[target].push(await firstChunkDelay(urls[target]));
+      }
+    }
+  }
   const streaming = Object.fromEntries(TARGETS.map((target) => {
     const delays = streamRuns[target].flatMap((run) => run.delays).sort((a, b) => a - b);
+    const first = firstChunks[target].toSorted((a, b) => a - b);
     return [target, {
       chunks: delays.length,
       p50_ms: percentile(delays, 50),
       p99_ms: percentile(delays, 99),
       max_ms: delays.at(-1)!,
       late_chunks: streamRuns[target].reduce((sum, run) => sum + run.late, 0),
+      first_chunk_p50_ms: percentile(first, 50),
+      first_chunk_p90_ms: percentile(first, 90),
     }];
   })) as Record<Target, StreamSummary>;
 
@@ -222,6 +246,9 @@ interface StreamSummary {
   p99_ms: number;
   max_ms: number;
   late_chunks: number;
+  /** One stream at a time: from the backend stamping its first chunk to the client reading it. */
+  first_chunk_p50_ms: number;
+  first_chunk_p90_ms: number;
 }
 
 /** Wall-clock ms with sub-millisecond precision; bench/backend.ts stamps chunks with the same. */
@@ -235,6 +262,17 @@ function generateRequest(url: string, chunks: number, interval: number): Promise
     headers: { "content-type": "application/json" },
     body: '{"model":"bench","prompt":"Hi"}',
   });
+}
+
+/** Milliseconds from the backend stamping a stream's first chunk to this client reading it. */
+async function firstChunkDelay(url: string): Promise<number> {
+  const response = await generateRequest(url, 2, 20);
+  const reader = response.body!.getReader();
+  const { value } = await reader.read();
+  const read = performance.timeOrigin + performance.now();
+  const sent = Number(/"sent":([\d.]+)/.exec(new TextDecoder().decode(value))?.[1]);
+  while (!(await reader.read()).done) { /* the rest */ }
+  return read - sent;
 }
 
 /**
@@ -284,7 +322,7 @@ interface MemorySample {
   moment: string;
   rss_mib: number;
   /** The JavaScript heap in use after full collections: what the router holds on to. */
-  heap_after_gc_mib: number;
+  heap_after_gc_mib: number | null;
 }
 
 /**
@@ -297,11 +335,13 @@ interface MemorySample {
 async function measureMemory(): Promise<MemorySample[]> {
   const measured = await startRouter(backendUrl, `${dir}/router-memory.log`, { inspect: true });
   const samples: MemorySample[] = [];
-  const sample = async (moment: string, rss = rssBytes(measured.pid)) => {
+  // The heap is read after forced collections, which also shrink RSS: not for
+  // the idle moment, which shows what the router does by itself.
+  const sample = async (moment: string, rss = rssBytes(measured.pid), collect = true) => {
     samples.push({
       moment,
       rss_mib: mib(rss),
-      heap_after_gc_mib: mib(await measured.heapAfterGc()),
+      heap_after_gc_mib: collect ? mib(await measured.heapAfterGc()) : null,
     });
   };
   try {
@@ -344,6 +384,10 @@ async function measureMemory(): Promise<MemorySample[]> {
     await sample("peak with 20 concurrent 5 MiB chats, 6 times", peak);
     await new Promise((resolve) => setTimeout(resolve, 2000));
     await sample("2 s after them");
+    // V8's memory reducer gives the heap back about 8 s after allocation calms
+    // (and not in a process's first 30 s): what an idle router returns to.
+    await new Promise((resolve) => setTimeout(resolve, plan.settleSeconds * 1000));
+    await sample(`${plan.settleSeconds + 2} s after them, idle`, rssBytes(measured.pid), false);
   } finally {
     await measured.close();
   }
@@ -440,11 +484,30 @@ async function report(results: Awaited<ReturnType<typeof measure>>): Promise<voi
   const machine = await machineInfo();
   const c1 = results.throughput[0];
   const top = results.throughput.at(-1)!;
+  const rss = (part: string) =>
+    Math.max(...results.memory.filter((m) => m.moment.includes(part)).map((m) => m.rss_mib));
+  const idle = rss("at start");
+  const idleAfter = results.memory.at(-1)!.rss_mib;
+  const bodies = (rss("peak with") - idle) / (MAX_BODY_TOTAL_BYTES / 2 ** 20);
   const goals = {
     added_p50_ms_at_1: c1.router_added_p50_ms,
     added_p50_within_0_5_ms: c1.router_added_p50_ms <= 0.5,
     rps_over_nginx_at_top: top.router_over_nginx,
     rps_at_least_0_7_nginx: top.router_over_nginx >= 0.7,
+    // Issue 16's targets.
+    first_chunk_p50_ms: results.streaming.router.first_chunk_p50_ms,
+    first_chunk_within_1_ms: results.streaming.router.first_chunk_p50_ms <= 1,
+    rss_idle_mib: idle,
+    rss_idle_within_100_mib: idle <= 100,
+    rss_after_load_mib: rss("of small requests"),
+    rss_with_streams_mib: rss("streams open"),
+    rss_loaded_within_150_mib: rss("of small requests") <= 150 && rss("streams open") <= 150,
+    rss_idle_after_mib: idleAfter,
+    rss_back_near_idle: idleAfter <= idle * 1.3,
+    body_cost_over_size: bodies,
+    body_cost_within_2x: bodies <= 2.2,
+    ready_ms: results.startup.ready_ms,
+    ready_within_500_ms: results.startup.ready_ms <= 500,
   };
   const md = markdown(results, machine);
   console.log(`\n${md}`);
@@ -454,6 +517,21 @@ async function report(results: Awaited<ReturnType<typeof measure>>): Promise<voi
     }); throughput vs nginx at c=${top.connections} ${
       f(goals.rps_over_nginx_at_top, 2)
     }x (>= 0.7: ${goals.rps_at_least_0_7_nginx ? "met" : "NOT met"})`,
+  );
+  const met = (ok: boolean) => ok ? "met" : "NOT met";
+  console.log(
+    [
+      `issue 16: first chunk p50 ${f(goals.first_chunk_p50_ms, 3)} ms (<= 1 ms: ${
+        met(goals.first_chunk_within_1_ms)
+      })`,
+      `RSS idle ${f(idle, 0)} MiB (<= 100: ${met(goals.rss_idle_within_100_mib)})`,
+      `after load ${f(goals.rss_after_load_mib, 0)} MiB, with streams ${
+        f(goals.rss_with_streams_mib, 0)
+      } MiB (<= 150: ${met(goals.rss_loaded_within_150_mib)})`,
+      `idle again ${f(idleAfter, 0)} MiB (near ${f(idle, 0)}: ${met(goals.rss_back_near_idle)})`,
+      `bodies ${f(bodies, 1)}x their size (~2x: ${met(goals.body_cost_within_2x)})`,
+      `ready ${f(goals.ready_ms, 0)} ms (<= 500: ${met(goals.ready_within_500_ms)})`,
+    ].join("; "),
   );
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const file = new URL(`results/${smoke ? "smoke" : "bench"}-${stamp}.json`, import.meta.url);
@@ -479,10 +557,13 @@ function assertComplete(results: Awaited<ReturnType<typeof measure>>): void {
   }
   for (const target of TARGETS) {
     numbers.push([`${target} stream delays`, results.streaming[target].p99_ms]);
+    numbers.push([`${target} first chunk`, results.streaming[target].first_chunk_p50_ms]);
   }
   for (const sample of results.memory) {
     numbers.push([`RSS ${sample.moment}`, sample.rss_mib]);
-    numbers.push([`heap ${sample.moment}`, sample.heap_after_gc_mib]);
+    if (sample.heap_after_gc_mib !== null) {
+      numbers.push([`heap ${sample.moment}`, sample.heap_after_gc_mib]);
+    }
   }
   numbers.push(["startup ready", results.startup.ready_ms]);
   numbers.push(["startup bad flag", results.startup.bad_flag_ms]);
@@ -543,8 +624,8 @@ function markdown(
     "",
     `Streaming (${plan.streams} streams at once, a chunk every ${CHUNK_INTERVAL_MS} ms; delay from the backend sending a chunk to the client reading it):`,
     "",
-    "| path | chunks | p50 delay | p99 delay | max delay | added p50 | chunks read after the next was sent |",
-    "|---|---:|---:|---:|---:|---:|---:|",
+    "| path | chunks | p50 delay | p99 delay | max delay | added p50 | chunks read after the next was sent | first chunk p50 (one stream) | first chunk p90 |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
   );
   for (const target of TARGETS) {
     lines.push(
@@ -552,7 +633,9 @@ function markdown(
         f(s[target].p99_ms, 2)
       } ms | ${f(s[target].max_ms, 2)} ms | ${
         target === "direct" ? "-" : `${f(s[target].p50_ms - s.direct.p50_ms, 3)} ms`
-      } | ${s[target].late_chunks} |`,
+      } | ${s[target].late_chunks} | ${f(s[target].first_chunk_p50_ms, 3)} ms | ${
+        f(s[target].first_chunk_p90_ms, 3)
+      } ms |`,
     );
   }
   lines.push(
@@ -562,7 +645,9 @@ function markdown(
     "| moment | RSS | JS heap after GC |",
     "|---|---:|---:|",
     ...results.memory.map((m) =>
-      `| ${m.moment} | ${f(m.rss_mib, 1)} MiB | ${f(m.heap_after_gc_mib, 1)} MiB |`
+      `| ${m.moment} | ${f(m.rss_mib, 1)} MiB | ${
+        m.heap_after_gc_mib === null ? "-" : `${f(m.heap_after_gc_mib, 1)} MiB`
+      } |`
     ),
     "",
     "Startup (`deno run` as `deno task start` runs it, median of 5; the compiled binary skips the module loading):",
