@@ -260,7 +260,7 @@ function arrived(req: IncomingMessage): Uint8Array<ArrayBuffer> {
   }
   // Lets node:http see the body's end (nothing is left to read).
   req.resume();
-  // A copy: node's chunks are views of its read buffers, shared with the head.
+  if (chunks.length === 1) return owned(chunks[0]);
   const whole = new Uint8Array(size);
   let offset = 0;
   for (const chunk of chunks) {
@@ -271,12 +271,23 @@ function arrived(req: IncomingMessage): Uint8Array<ArrayBuffer> {
 }
 
 /**
+ * `chunk`, or a copy of it when it is a view of a larger buffer, which holding it
+ * would keep whole. Under Deno 2.9 node:http's body chunks are buffers of their
+ * own, so no copy is made: a large upload cost a copy of every chunk for nothing.
+ */
+function owned(chunk: Uint8Array): Uint8Array<ArrayBuffer> {
+  // A plain Uint8Array over the same bytes either way, not node's Buffer subclass.
+  return chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength &&
+      chunk.buffer instanceof ArrayBuffer
+    ? new Uint8Array(chunk.buffer)
+    : new Uint8Array(chunk);
+}
+
+/**
  * A body still arriving, two ways, of which the handler uses one: `stream`, which
- * reads from the socket only as fast as the handler reads it, each chunk copied
- * out of node's read buffer (which it shares with the head and other requests, so
- * a body held whole costs its own size); or `readInto`, which copies each chunk
- * straight into the caller's buffer, once (see api/arrived_body.ts). Neither
- * reads anything until it is used.
+ * reads from the socket only as fast as the handler reads it; or `readInto`,
+ * which copies each chunk straight into the caller's buffer (see
+ * api/arrived_body.ts). Neither reads anything until it is used.
  */
 function arriving(
   req: IncomingMessage,
@@ -291,7 +302,7 @@ function arriving(
       if (!taken) {
         take();
         req.on("data", (chunk: Uint8Array) => {
-          controller.enqueue(new Uint8Array(chunk));
+          controller.enqueue(owned(chunk));
           if ((controller.desiredSize ?? 0) <= 0) req.pause();
         });
         req.once("end", () => controller.close());
