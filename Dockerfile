@@ -61,9 +61,11 @@ COPY --from=rootfs /rootfs/ /
 ARG TARGETARCH
 COPY --from=build /src/dist/rkllama-router-${TARGETARCH} /rkllama-router
 USER 65532:65532
-# Not set: V8's young generation held to 2 MiB semi-spaces (--v8-flags=--max-semi-space-size=2
-# at compile time) lowered RSS after 10 s of small requests at 64 connections by 30-90 MiB, but
-# cost 18-50% more CPU per request (bench/edge.ts, issue 16); the request path wins for now.
+# V8's runtime settings are in the binary: the compile tasks pass --v8-flags, as the start
+# task does (deploy_test.ts checks it). Its young generation is held to 8 MiB semi-spaces
+# (by default its new space grew to 27 MiB under load here, 14 MiB with this): RSS
+# after 10 s of small requests at 64 connections about 200 -> 155 MiB, CPU per request the
+# same within noise; 2 MiB saved more but cost 18-50% more CPU (issue 16, docs/performance.md).
 # glibc's allocator, told to give memory back: request bodies are large, short-lived
 # buffers, and with its defaults (an arena per thread, a threshold for mmap that grows
 # after each large free) RSS stayed at the peak of a burst of bodies. 20 concurrent
