@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { findModel, replaceJsonModel, resolveModel, stripNamespace } from "./model_name.ts";
+import {
+  findModel,
+  replaceFormModel,
+  replaceJsonModel,
+  resolveModel,
+  stripNamespace,
+} from "./model_name.ts";
 
 const json = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
 
@@ -62,7 +68,59 @@ Deno.test("findModel() reads the multipart form field model", async () => {
     request.headers.get("content-type")!,
     body,
   );
-  assert.deepEqual(source, { from: "form", value: "whisper" });
+  const text = new TextDecoder().decode(body);
+  const start = text.indexOf("whisper");
+  assert.deepEqual(source, { from: "form", value: "whisper", start, end: start + 7 });
+});
+
+Deno.test("findModel() refuses forms it cannot route by, and routes empty models nowhere", async () => {
+  const find = (text: string, type = "multipart/form-data; boundary=b") =>
+    findModel("/v1/audio/transcriptions", type, new TextEncoder().encode(text));
+  const field = (headers: string, value: string) => `--b\r\n${headers}\r\n\r\n${value}\r\n`;
+  const model = (value: string) => field('Content-Disposition: form-data; name="model"', value);
+  assert.deepEqual(await find(`${model("")}--b--`), { from: "none" });
+  assert.deepEqual(await find(`${field('Content-Disposition: form-data; name="x"', "y")}--b--`), {
+    from: "none",
+  });
+  const refusals: [string, string, string][] = [
+    [
+      `${field('Content-Disposition: form-data; name="model"; filename="m"', "w")}--b--`,
+      "multipart/form-data; boundary=b",
+      "the form field 'model' must be text, not a file",
+    ],
+    [
+      `${model("a")}${model("b")}--b--`,
+      "multipart/form-data; boundary=b",
+      "the form field 'model' is given more than once",
+    ],
+    [
+      model("a"),
+      "multipart/form-data; boundary=b",
+      "the multipart form body cannot be parsed: it has no closing boundary delimiter",
+    ],
+    [`${model("a")}--b--`, "multipart/form-data", "the multipart Content-Type names no boundary"],
+  ];
+  for (const [text, type, message] of refusals) {
+    await assert.rejects(() => find(text, type), { name: "BadRequest", status: 400, message });
+  }
+});
+
+Deno.test("replaceFormModel() changes the field's bytes and keeps the rest of the form", async () => {
+  const data = new FormData();
+  data.set("model", "library/whisper:latest");
+  data.set("file", new Blob(["RIFF\r\n--x"]), "a.wav");
+  const request = new Request("http://127.0.0.1/", { method: "POST", body: data });
+  const type = request.headers.get("content-type")!;
+  const body = new Uint8Array(await request.arrayBuffer());
+  const source = await findModel("/v1/audio/transcriptions", type, body);
+  assert.equal(source.from, "form");
+  const replaced = replaceFormModel(body, source as { start: number; end: number }, "whisper");
+  const form = await new Response(new Blob(replaced), { headers: { "content-type": type } })
+    .formData();
+  assert.equal(form.get("model"), "whisper");
+  assert.equal(await (form.get("file") as File).text(), "RIFF\r\n--x");
+  assert.equal(replaced[0].buffer, body.buffer, "the file is not copied");
+  assert.equal(new Blob(replaced).size, body.length - "library/:latest".length);
 });
 
 Deno.test("findModel() reads the model from /files and /api/modelfile paths", async () => {

@@ -19,6 +19,7 @@ import {
   loadsModel,
   type ModelSource,
   needsModel,
+  replaceFormModel,
   replaceJsonModel,
   resolveModel,
   runsOnWithoutClient,
@@ -444,9 +445,9 @@ class Forwarder {
     const requestId = requestIdOf(request);
     if (requestId) setHeader(headers, "x-request-id", requestId);
     let path = url.pathname;
-    let outgoing: BodyInit | null = body;
+    let outgoing: BodyInit | Uint8Array<ArrayBuffer>[] | null = body;
     if (model !== undefined && source.from !== "none" && source.value !== model) {
-      ({ path, outgoing } = await rewriteModel(source, model, path, body, headers));
+      ({ path, outgoing } = rewriteModel(source, model, path, body, headers));
     } else if (
       (source.from === "json" || (source.from === "none" && source.json)) &&
       !isJsonLabelled(headers)
@@ -827,24 +828,18 @@ class Forwarder {
  * Sends the pod the name it knows (it does not resolve `:latest`) while keeping
  * every other byte of the body as the client sent it.
  */
-async function rewriteModel(
+function rewriteModel(
   source: ModelSource,
   model: string,
   path: string,
   body: Uint8Array<ArrayBuffer> | null,
   headers: HeaderList,
-): Promise<{ path: string; outgoing: BodyInit | null }> {
+): { path: string; outgoing: BodyInit | Uint8Array<ArrayBuffer>[] | null } {
   if (source.from === "path") {
     return { path: source.prefix + encodeURIComponent(model) + source.rest, outgoing: body };
   }
   if (source.from === "form" && body) {
-    // A multipart body is rebuilt with the field changed; fetch writes a new boundary.
-    const form = await new Response(body, {
-      headers: { "content-type": headerOf(headers, "content-type") ?? "" },
-    }).formData();
-    form.set("model", model);
-    setHeader(headers, "content-type", undefined);
-    return { path, outgoing: form };
+    return { path, outgoing: replaceFormModel(body, source, model) };
   }
   if (source.from === "json" && body) {
     if (!isJsonLabelled(headers)) setHeader(headers, "content-type", "application/json");

@@ -273,16 +273,43 @@ const STREAM_CHUNK = 64 * 1024;
  * What to give fetch() to send `body`: the bytes, or past {@linkcode STREAM_OVER}
  * a stream over them that copies nothing, sent chunked (every RKLlama server,
  * FastAPI's and Flask's, reads a chunked body). The buffer stays the caller's,
- * whole, for a retry on another board.
+ * whole, for a retry on another board. A body given as pieces (views of the held
+ * buffer around changed bytes) is sent as their concatenation, so changing a few
+ * bytes of a large body copies none of it.
  */
-export function toSend<T extends BodyInit | null>(body: T): T | ReadableStream<Uint8Array> {
-  if (!(body instanceof Uint8Array) || body.byteLength <= STREAM_OVER) return body;
+export function toSend<T extends BodyInit | null>(
+  body: T | readonly Uint8Array<ArrayBuffer>[],
+): T | Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> {
+  if (Array.isArray(body)) {
+    const pieces = body as readonly Uint8Array<ArrayBuffer>[];
+    const length = pieces.reduce((sum, piece) => sum + piece.byteLength, 0);
+    if (length <= STREAM_OVER) {
+      const whole = new Uint8Array(length);
+      let at = 0;
+      for (const piece of pieces) {
+        whole.set(piece, at);
+        at += piece.byteLength;
+      }
+      return whole;
+    }
+    return streamOver(pieces);
+  }
+  if (!(body instanceof Uint8Array) || body.byteLength <= STREAM_OVER) return body as T;
+  return streamOver([body]);
+}
+
+function streamOver(pieces: readonly Uint8Array[]): ReadableStream<Uint8Array> {
+  let piece = 0;
   let at = 0;
   // Not a byte stream: that would detach (transfer) the buffer behind each chunk.
   return new ReadableStream<Uint8Array>({
     pull(controller) {
-      if (at >= body.byteLength) return controller.close();
-      controller.enqueue(body.subarray(at, at + STREAM_CHUNK));
+      while (piece < pieces.length && at >= pieces[piece].byteLength) {
+        piece++;
+        at = 0;
+      }
+      if (piece === pieces.length) return controller.close();
+      controller.enqueue(pieces[piece].subarray(at, at + STREAM_CHUNK));
       at += STREAM_CHUNK;
     },
   }, { highWaterMark: 0 });
