@@ -232,13 +232,15 @@ export function resolveModel(requested: string, known: ReadonlySet<string>): str
 /**
  * The body with the model named by `source` replaced by `model`, every other
  * byte as sent (no re-serialisation: key order, numbers and escapes are kept).
+ * Given as pieces, views of `body` around the new name, as
+ * {@linkcode replaceFormModel}: a large body is not copied for a few bytes.
  */
 export function replaceJsonModel(
   body: Uint8Array<ArrayBuffer>,
   source: { start: number; end: number },
   model: string,
-): Uint8Array<ArrayBuffer> {
-  return splice(body, source, new TextEncoder().encode(JSON.stringify(model)));
+): Uint8Array<ArrayBuffer>[] {
+  return replaced(body, source, JSON.stringify(model));
 }
 
 /**
@@ -252,21 +254,18 @@ export function replaceFormModel(
   source: { start: number; end: number },
   model: string,
 ): Uint8Array<ArrayBuffer>[] {
-  return [
-    body.subarray(0, source.start),
-    new TextEncoder().encode(model),
-    body.subarray(source.end),
-  ];
+  return replaced(body, source, model);
 }
 
-function splice(
+/** `body` with `[start, end)` replaced by `text`, as views around its bytes. */
+function replaced(
   body: Uint8Array<ArrayBuffer>,
   source: { start: number; end: number },
-  value: Uint8Array,
-): Uint8Array<ArrayBuffer> {
-  const replaced = new Uint8Array(body.length - (source.end - source.start) + value.length);
-  replaced.set(body.subarray(0, source.start));
-  replaced.set(value, source.start);
-  replaced.set(body.subarray(source.end), source.start + value.length);
-  return replaced;
+  text: string,
+): Uint8Array<ArrayBuffer>[] {
+  return [
+    body.subarray(0, source.start),
+    new TextEncoder().encode(text),
+    body.subarray(source.end),
+  ];
 }

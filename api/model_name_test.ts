@@ -181,7 +181,8 @@ Deno.test("replaceJsonModel() changes only the top-level field, keeping every ot
   assert.equal(source.from, "json");
   assert.equal(
     new TextDecoder().decode(
-      replaceJsonModel(body, source as { start: number; end: number }, "qwen"),
+      await new Blob(replaceJsonModel(body, source as { start: number; end: number }, "qwen"))
+        .bytes(),
     ),
     '{"messages":[{"model":"inner"}],  "model" : "qwen","n":12345678901234567890,"s":"<&>"}',
   );
