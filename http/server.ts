@@ -20,6 +20,7 @@ import {
 } from "node:http";
 import type { Socket } from "node:net";
 import { holdArrivedBody } from "../api/arrived_body.ts";
+import { takeWholeAnswer } from "../api/whole_answer.ts";
 
 /** How {@linkcode serve} listens and how long it waits for clients. */
 export interface ServeOptions {
@@ -315,6 +316,12 @@ async function send(
   // A response before its request's end (a 408, a 413) leaves a body on the wire
   // that node:http would read on: close instead. So does a draining server.
   if (draining || !req.complete) headers.push("connection", "close");
+  const whole = takeWholeAnswer(response);
+  if (whole !== undefined) {
+    // A pod's small answer, held whole by the proxy: one write (api/whole_answer.ts).
+    if (head(res, response.status, headers)) res.end(whole);
+    return;
+  }
   const body = response.body;
   // (A HEAD answer's body is read for its length; node:http sends none of it.)
   if (body === null) {

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { type HttpServer, serve, type ServeOptions } from "./server.ts";
 import { startWorld } from "../sim/fixture.ts";
-import { jsonBodyOf, rawUntilClosed, statusOf } from "../sim/raw_http.ts";
+import { jsonBodyOf, rawExchange, rawUntilClosed, statusOf } from "../sim/raw_http.ts";
+import { WholeAnswer } from "../api/whole_answer.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -269,4 +270,50 @@ Deno.test("a request target that is no path (*) gets a JSON 400; shutdown() wait
   assert.equal(server.connections, 0);
   assert.ok(await client.closedWithin(1000));
   client.close();
+});
+
+Deno.test("a pod's whole answer handed beside its Response (WholeAnswer) goes out as the same Response would: status, headers, body", async () => {
+  const body = '{"model":"qwen","message":{"content":"hé"},"done":true}';
+  const init = () => ({
+    status: 201,
+    statusText: "Made",
+    headers: [
+      ["content-type", "application/json; charset=utf-8"],
+      ["content-length", String(encoder.encode(body).byteLength)],
+      ["x-pod", "a"],
+    ] as [string, string][],
+  });
+  const answers: Response[] = [];
+  await using server = await startServer({}, (request) => {
+    const answer = new URL(request.url).pathname === "/whole"
+      ? new WholeAnswer(encoder.encode(body), init())
+      : new Response(encoder.encode(body), init());
+    // As the front door does once the proxy answered.
+    answer.headers.set("x-request-id", "r1");
+    answers.push(answer);
+    return answer;
+  });
+  const exchange = async (path: string) => {
+    const raw = await rawExchange(
+      server.url,
+      encoder.encode(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`),
+      5000,
+    );
+    return raw.replace(/\r\ndate: [^\r]*/i, "");
+  };
+  const whole = await exchange("/whole");
+  assert.equal(whole, await exchange("/plain"));
+  assert.match(whole, /^HTTP\/1\.1 201 /);
+  assert.match(whole, /\r\ncontent-type: application\/json; charset=utf-8\r\n/);
+  assert.match(whole, /\r\ncontent-length: 56\r\n/);
+  assert.match(whole, /\r\nx-pod: a\r\nx-request-id: r1\r\n/);
+  assert.ok(whole.endsWith(`\r\n\r\n${body}`), whole);
+  // The server wrote the held bytes: the WholeAnswer's body was never made.
+  assert.ok(answers[0] instanceof WholeAnswer && answers[0].bodyUsed);
+  await assert.rejects(() => answers[0].text(), TypeError);
+  // Draining, it still says so.
+  server.drain();
+  const draining = await exchange("/whole");
+  assert.match(draining, /\r\nconnection: close\r\n/);
+  assert.equal(draining, await exchange("/plain"));
 });
