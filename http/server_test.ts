@@ -218,11 +218,13 @@ Deno.test("a stream is sent chunk by chunk: the first arrives before the stream 
   assert.ok((await reader.read()).done);
 });
 
-Deno.test("a client that leaves aborts request.signal and cancels the answer's body", async () => {
+Deno.test("a client that leaves aborts request.signal (a clone's too) and cancels the answer's body", async () => {
   const aborted = Promise.withResolvers<void>();
+  const cloneAborted = Promise.withResolvers<void>();
   const cancelled = Promise.withResolvers<void>();
   await using server = await startServer({}, (request) => {
     request.signal.addEventListener("abort", () => aborted.resolve());
+    request.clone().signal.addEventListener("abort", () => cloneAborted.resolve());
     return new Response(
       new ReadableStream<Uint8Array>({
         start(controller) {
@@ -238,7 +240,14 @@ Deno.test("a client that leaves aborts request.signal and cancels the answer's b
   await client.send(GET);
   await client.until((text) => text.includes("first"));
   client.close();
-  await Promise.all([aborted.promise, cancelled.promise]);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<string>((resolve) => timer = setTimeout(() => resolve("late"), 5000));
+  const outcome = await Promise.race([
+    Promise.all([aborted.promise, cloneAborted.promise, cancelled.promise]).then(() => "all"),
+    late,
+  ]);
+  clearTimeout(timer);
+  assert.equal(outcome, "all", "not every signal aborted, or the body was not cancelled, in 5 s");
 });
 
 Deno.test("a request body reaches the handler as it arrives, not once it has all come", async () => {
