@@ -86,8 +86,10 @@ export async function serve(
     // As Deno.serve did: an HTTP/1.0 client may send none (the URL then names this address).
     requireHostHeader: false,
   });
-  // node:http adds a second of grace (keepAliveTimeoutBuffer) to this.
-  http.keepAliveTimeout = options.idleTimeoutMs;
+  // Idle keep-alive connections are closed by sweep() below: node:http's own
+  // keepAliveTimeout starts a timer after every response and stops it at the next
+  // request, about 5 µs a request under load (1.2% of the profile's busy time).
+  http.keepAliveTimeout = 0;
   // Connections past the cap are still parsed, but only to be answered 503 at
   // once (see refuse()), and a second of silence closes them.
   const refused = new WeakSet<Socket>();
@@ -110,6 +112,7 @@ export async function serve(
     silent.add(socket);
     socket.once("close", () => {
       sockets.delete(socket);
+      idle.delete(socket);
       if (sockets.size === 0) noneLeft?.resolve();
     });
   });
@@ -117,13 +120,19 @@ export async function serve(
   // leaves a keep-alive connection that carried a stream and then another request
   // open (a shutdown then waited for --header-timeout), so idle is counted here.
   const open = new Map<Socket, number>();
+  // Connections with no request open: since when, and how many bytes they had read then.
+  const idle = new Map<Socket, { since: number; bytesRead: number }>();
   http.on("request", (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;
     open.set(socket, (open.get(socket) ?? 0) + 1);
+    idle.delete(socket);
     res.once("close", () => {
       const left = (open.get(socket) ?? 1) - 1;
-      if (left > 0) open.set(socket, left);
-      else open.delete(socket);
+      if (left > 0) return void open.set(socket, left);
+      open.delete(socket);
+      if (!socket.destroyed) {
+        idle.set(socket, { since: performance.now(), bytesRead: socket.bytesRead });
+      }
     });
     if (silent.delete(req.socket)) req.socket.setTimeout(0);
     if (refused.has(req.socket)) return refuse(res, options.maxConnections);
@@ -145,6 +154,15 @@ export async function serve(
     http.listen(options.port, options.hostname, () => resolve());
   });
   const address = http.address() as { address: string; port: number };
+  // --idle-timeout, checked a few times per timeout (at least once a second).
+  const sweep = setInterval(() => {
+    const now = performance.now();
+    for (const [socket, { since, bytesRead }] of idle) {
+      // A request has begun arriving: node:http's header timeout times it now.
+      if (socket.bytesRead !== bytesRead) idle.delete(socket);
+      else if (now - since >= options.idleTimeoutMs) socket.destroy();
+    }
+  }, Math.max(10, Math.min(1000, options.idleTimeoutMs / 4)));
   let closing: Promise<void> | undefined;
 
   const drain = () => {
@@ -160,6 +178,7 @@ export async function serve(
     drain,
     shutdown() {
       closing ??= (async () => {
+        clearInterval(sweep);
         const closed = new Promise<void>((resolve) => http.close(() => resolve()));
         drain();
         if (sockets.size > 0) {

@@ -117,12 +117,29 @@ Deno.test("a body that stops arriving gets the router's JSON 408 and its connect
   assert.ok(closed, "the connection is still open 5 s later");
 });
 
-Deno.test("a keep-alive connection left idle is closed after --idle-timeout (plus node:http's second)", async () => {
-  await using server = await startServer({ idleTimeoutMs: 100 }, () => new Response("ok"));
+Deno.test("a keep-alive connection left idle is closed after --idle-timeout, not before", async () => {
+  await using server = await startServer({ idleTimeoutMs: 300 }, () => new Response("ok"));
   const client = await connect(server.url);
   await client.send(GET);
   await client.until(answered(1));
+  const started = performance.now();
+  assert.ok(!await client.closedWithin(150), "closed before --idle-timeout");
   assert.ok(await client.closedWithin(5000), "the idle connection is still open 5 s later");
+  assert.ok(performance.now() - started >= 280, "closed before --idle-timeout");
+  client.close();
+});
+
+Deno.test("a keep-alive connection whose next request has begun is not closed as idle", async () => {
+  await using server = await startServer({ idleTimeoutMs: 200 }, () => new Response("ok"));
+  const client = await connect(server.url);
+  await client.send(GET);
+  await client.until(answered(1));
+  await client.send("GET /x HTTP/1.1\r\nHost: x\r\n");
+  // Well past --idle-timeout, within --header-timeout (10 s): the head goes on.
+  assert.ok(!await client.closedWithin(600), "a connection with a request arriving was closed");
+  await client.send("\r\n");
+  await client.until(answered(2));
+  assert.equal(client.text().split("HTTP/1.1 200").length - 1, 2);
   client.close();
 });
 
