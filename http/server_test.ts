@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { type HttpServer, serve, type ServeOptions } from "./server.ts";
 import { startWorld } from "../sim/fixture.ts";
-import { jsonBodyOf, rawUntilClosed, statusOf } from "../sim/raw_http.ts";
+import { jsonBodyOf, rawExchange, rawUntilClosed, statusOf } from "../sim/raw_http.ts";
+import { WholeAnswer } from "../api/whole_answer.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -116,12 +117,29 @@ Deno.test("a body that stops arriving gets the router's JSON 408 and its connect
   assert.ok(closed, "the connection is still open 5 s later");
 });
 
-Deno.test("a keep-alive connection left idle is closed after --idle-timeout (plus node:http's second)", async () => {
-  await using server = await startServer({ idleTimeoutMs: 100 }, () => new Response("ok"));
+Deno.test("a keep-alive connection left idle is closed after --idle-timeout, not before", async () => {
+  await using server = await startServer({ idleTimeoutMs: 300 }, () => new Response("ok"));
   const client = await connect(server.url);
   await client.send(GET);
   await client.until(answered(1));
+  const started = performance.now();
+  assert.ok(!await client.closedWithin(150), "closed before --idle-timeout");
   assert.ok(await client.closedWithin(5000), "the idle connection is still open 5 s later");
+  assert.ok(performance.now() - started >= 280, "closed before --idle-timeout");
+  client.close();
+});
+
+Deno.test("a keep-alive connection whose next request has begun is not closed as idle", async () => {
+  await using server = await startServer({ idleTimeoutMs: 200 }, () => new Response("ok"));
+  const client = await connect(server.url);
+  await client.send(GET);
+  await client.until(answered(1));
+  await client.send("GET /x HTTP/1.1\r\nHost: x\r\n");
+  // Well past --idle-timeout, within --header-timeout (10 s): the head goes on.
+  assert.ok(!await client.closedWithin(600), "a connection with a request arriving was closed");
+  await client.send("\r\n");
+  await client.until(answered(2));
+  assert.equal(client.text().split("HTTP/1.1 200").length - 1, 2);
   client.close();
 });
 
@@ -217,11 +235,13 @@ Deno.test("a stream is sent chunk by chunk: the first arrives before the stream 
   assert.ok((await reader.read()).done);
 });
 
-Deno.test("a client that leaves aborts request.signal and cancels the answer's body", async () => {
+Deno.test("a client that leaves aborts request.signal (a clone's too) and cancels the answer's body", async () => {
   const aborted = Promise.withResolvers<void>();
+  const cloneAborted = Promise.withResolvers<void>();
   const cancelled = Promise.withResolvers<void>();
   await using server = await startServer({}, (request) => {
     request.signal.addEventListener("abort", () => aborted.resolve());
+    request.clone().signal.addEventListener("abort", () => cloneAborted.resolve());
     return new Response(
       new ReadableStream<Uint8Array>({
         start(controller) {
@@ -237,7 +257,14 @@ Deno.test("a client that leaves aborts request.signal and cancels the answer's b
   await client.send(GET);
   await client.until((text) => text.includes("first"));
   client.close();
-  await Promise.all([aborted.promise, cancelled.promise]);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<string>((resolve) => timer = setTimeout(() => resolve("late"), 5000));
+  const outcome = await Promise.race([
+    Promise.all([aborted.promise, cloneAborted.promise, cancelled.promise]).then(() => "all"),
+    late,
+  ]);
+  clearTimeout(timer);
+  assert.equal(outcome, "all", "not every signal aborted, or the body was not cancelled, in 5 s");
 });
 
 Deno.test("a request body reaches the handler as it arrives, not once it has all come", async () => {
@@ -269,4 +296,50 @@ Deno.test("a request target that is no path (*) gets a JSON 400; shutdown() wait
   assert.equal(server.connections, 0);
   assert.ok(await client.closedWithin(1000));
   client.close();
+});
+
+Deno.test("a pod's whole answer handed beside its Response (WholeAnswer) goes out as the same Response would: status, headers, body", async () => {
+  const body = '{"model":"qwen","message":{"content":"hé"},"done":true}';
+  const init = () => ({
+    status: 201,
+    statusText: "Made",
+    headers: [
+      ["content-type", "application/json; charset=utf-8"],
+      ["content-length", String(encoder.encode(body).byteLength)],
+      ["x-pod", "a"],
+    ] as [string, string][],
+  });
+  const answers: Response[] = [];
+  await using server = await startServer({}, (request) => {
+    const answer = new URL(request.url).pathname === "/whole"
+      ? new WholeAnswer(encoder.encode(body), init())
+      : new Response(encoder.encode(body), init());
+    // As the front door does once the proxy answered.
+    answer.headers.set("x-request-id", "r1");
+    answers.push(answer);
+    return answer;
+  });
+  const exchange = async (path: string) => {
+    const raw = await rawExchange(
+      server.url,
+      encoder.encode(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`),
+      5000,
+    );
+    return raw.replace(/\r\ndate: [^\r]*/i, "");
+  };
+  const whole = await exchange("/whole");
+  assert.equal(whole, await exchange("/plain"));
+  assert.match(whole, /^HTTP\/1\.1 201 /);
+  assert.match(whole, /\r\ncontent-type: application\/json; charset=utf-8\r\n/);
+  assert.match(whole, /\r\ncontent-length: 56\r\n/);
+  assert.match(whole, /\r\nx-pod: a\r\nx-request-id: r1\r\n/);
+  assert.ok(whole.endsWith(`\r\n\r\n${body}`), whole);
+  // The server wrote the held bytes: the WholeAnswer's body was never made.
+  assert.ok(answers[0] instanceof WholeAnswer && answers[0].bodyUsed);
+  await assert.rejects(() => answers[0].text(), TypeError);
+  // Draining, it still says so.
+  server.drain();
+  const draining = await exchange("/whole");
+  assert.match(draining, /\r\nconnection: close\r\n/);
+  assert.equal(draining, await exchange("/plain"));
 });

@@ -13,6 +13,7 @@ import type { Scheduler } from "./scheduler.ts";
 import type { PodRecord } from "../cluster/store.ts";
 import { errorResponse } from "../api/errors.ts";
 import { requestIdOf } from "../api/request_id.ts";
+import { WholeAnswer } from "../api/whole_answer.ts";
 import {
   BadRequest,
   findModel,
@@ -673,7 +674,7 @@ class Forwarder {
         return errorResponse(url.pathname, 499, "the client went away");
       }
       logRequest(whole.byteLength, "done");
-      return new Response(whole, {
+      return new WholeAnswer(whole, {
         status: upstream.status,
         statusText: upstream.statusText,
         headers: responseHeaders,
