@@ -62,10 +62,13 @@ ARG TARGETARCH
 COPY --from=build /src/dist/rkllama-router-${TARGETARCH} /rkllama-router
 USER 65532:65532
 # V8's runtime settings are in the binary: the compile tasks pass --v8-flags, as the start
-# task does (deploy_test.ts checks it). Its young generation is held to 8 MiB semi-spaces
-# (by default its new space grew to 27 MiB under load here, 14 MiB with this): RSS
-# after 10 s of small requests at 64 connections about 200 -> 155 MiB, CPU per request the
-# same within noise; 2 MiB saved more but cost 18-50% more CPU (issue 16, docs/performance.md).
+# task does (deploy_test.ts checks it). The young generation is held to 8 MiB semi-spaces (by
+# default its new space grew to 27 MiB under load here, 14 MiB with this), and the old one
+# collected once it doubles (--heap-growing-percent=100; by default V8 let it grow up to four
+# times what survived, about 15 MiB live to 60-80 MiB). RSS after 10 s of small requests at
+# 64 connections: about 200 MiB with neither, 155-175 with the first, 130-145 with both; CPU
+# per request the same within noise in one run (bench/edge.ts). 2 MiB semi-spaces cost 18-50%
+# more CPU (issue 16, docs/performance.md).
 # glibc's allocator, told to give memory back: request bodies are large, short-lived
 # buffers, and with its defaults (an arena per thread, a threshold for mmap that grows
 # after each large free) RSS stayed at the peak of a burst of bodies. 20 concurrent
