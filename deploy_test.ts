@@ -14,6 +14,7 @@ import { envName, FLAGS, parseConfig, type RouterConfig } from "./config/flags.t
 import { parseModelsConfig } from "./config/models.ts";
 import { startKubeWorld, startWorld } from "./sim/fixture.ts";
 import { configMapObject, type KubeRequest } from "./sim/kube.ts";
+import { startBackend, startRouter } from "./bench/processes.ts";
 
 const ROOT = new URL("./", import.meta.url);
 
@@ -942,3 +943,78 @@ Deno.test({
     );
   },
 });
+
+Deno.test("with --max-body-total of large bodies in flight, burst after burst, the router stays under the Deployment's memory limit", async () => {
+  const deployment = await Deno.readTextFile(new URL("deploy/deployment.yaml", ROOT));
+  const limit = /limits:\s*\n(?:\s+\w+:.*\n)*?\s+memory:\s*(\d+)Gi/.exec(deployment);
+  assert.ok(limit, "deploy/deployment.yaml sets a memory limit in Gi");
+  const limitBytes = Number(limit[1]) * 2 ** 30;
+  // A board that holds each large body half a second before it answers: the
+  // bodies are in flight together, as many as --max-body-total (64 MiB) lets in.
+  const backend = await startBackend({ holdMs: 500 });
+  const logs = await Deno.makeTempDir();
+  // The router as the image runs it: the start task's flags, the image's allocator settings.
+  const router = await startRouter(backend.urls[0], `${logs}/router.log`);
+  try {
+    const body = JSON.stringify({
+      model: "bench",
+      stream: false,
+      messages: [{ role: "user", content: "x".repeat(5 * 2 ** 20) }],
+    });
+    const sampler = peakRss(router.pid);
+    let peak = 0;
+    const statuses: number[] = [];
+    try {
+      for (let burst = 0; burst < 4; burst++) {
+        await Promise.all(Array.from({ length: 20 }, async () => {
+          const response = await fetch(`${router.url}/api/chat`, { method: "POST", body });
+          statuses.push(response.status);
+          if (response.status === 503) assert.ok(response.headers.get("retry-after"));
+          await response.body?.cancel();
+        }));
+      }
+    } finally {
+      peak = await sampler.stop();
+    }
+    // Twelve 5 MiB bodies fit in 64 MiB: the rest of each burst is refused, not queued.
+    assert.ok(statuses.filter((status) => status === 200).length >= 4 * 10, `${statuses}`);
+    assert.ok(statuses.every((status) => status === 200 || status === 503), `${statuses}`);
+    // Before issue 16 the same bursts took the router to 800-930 MiB.
+    assert.ok(
+      peak < limitBytes / 2,
+      `peak RSS ${(peak / 2 ** 20).toFixed(0)} MiB, half the limit is ${limitBytes / 2 ** 21} MiB`,
+    );
+  } finally {
+    await router.close();
+    await backend.close();
+    await Deno.remove(logs, { recursive: true });
+  }
+});
+
+/**
+ * The highest RSS of process `pid` while it runs, read every 20 ms by a shell
+ * loop (another process's /proc needs more than the tests' permissions).
+ */
+function peakRss(pid: number): { stop(): Promise<number> } {
+  const child = new Deno.Command("sh", {
+    args: ["-c", `while :; do grep VmRSS /proc/${pid}/status; sleep 0.02; done`],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  let peak = 0;
+  const reading = (async () => {
+    for await (const text of child.stdout.pipeThrough(new TextDecoderStream())) {
+      for (const [, kb] of text.matchAll(/VmRSS:\s+(\d+) kB/g)) {
+        peak = Math.max(peak, Number(kb) * 1024);
+      }
+    }
+  })();
+  return {
+    async stop() {
+      child.kill();
+      await child.status;
+      await reading;
+      return peak;
+    },
+  };
+}

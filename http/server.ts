@@ -329,6 +329,25 @@ function owned(chunk: Uint8Array): Uint8Array<ArrayBuffer> {
 }
 
 /**
+ * Gives `chunk`'s memory back now, once it has been copied: a chunk of its own
+ * buffer (as node:http's are under Deno 2.9) is detached, which frees it at once
+ * instead of at the next garbage collection, which V8 starts only after tens of
+ * MiB of such buffers: 64 KiB chunks freed late were left as holes in the
+ * allocator's arenas (30 s after 6 bursts of 20 concurrent 5 MiB chats, RSS
+ * 145-162 MiB, against 73-74 MiB with this; 68 MiB before them).
+ */
+function release(chunk: Uint8Array): void {
+  const buffer = chunk.buffer;
+  if (chunk.byteOffset !== 0 || chunk.byteLength !== buffer.byteLength) return;
+  if (!(buffer instanceof ArrayBuffer) || buffer.detached) return;
+  try {
+    buffer.transfer(0);
+  } catch {
+    // Not detachable (held by the runtime): left to the collector.
+  }
+}
+
+/**
  * A body still arriving, two ways, of which the handler uses one: `stream`, which
  * reads from the socket only as fast as the handler reads it; or `readInto`,
  * which copies each chunk straight into the caller's buffer (see
@@ -372,6 +391,7 @@ function arriving(
         const room = buffer.byteLength - at;
         buffer.set(chunk.byteLength <= room ? chunk : chunk.subarray(0, room), at);
         at += Math.min(chunk.byteLength, room);
+        release(chunk);
       });
       req.once("end", () => resolve(at));
       req.once("error", reject);
