@@ -49,7 +49,7 @@ const plan = smoke
     openStreams: 256,
     memoryRounds: 2,
     firstChunks: 40,
-    settleSeconds: 20,
+    settleSeconds: 30,
   };
 const CHUNK_INTERVAL_MS = 10;
 /** The router's default --max-body-total: the most request bodies it holds at once. */
@@ -207,7 +207,7 @@ async function measure(nginx: Nginx, floor: Helper) {
   })) as Record<Target, StreamSummary>;
 
   log(
-    `memory: a router with the inspector, ${plan.memoryRounds} round(s) of ${plan.openStreams} open streams`,
+    `memory: two routers (RSS; the heap with the inspector), ${plan.memoryRounds} round(s) of ${plan.openStreams} open streams`,
   );
   const memory = await measureMemory();
 
