@@ -23,6 +23,7 @@ import {
   startFloorProxy,
   startRouter,
 } from "./processes.ts";
+import { firstChunkDelay } from "./first_chunk.ts";
 
 const args = Deno.args;
 const option = (name: string) => {
@@ -113,21 +114,6 @@ try {
 } finally {
   for (const helper of helpers.reverse()) await helper.close();
   await Deno.remove(dir, { recursive: true });
-}
-
-/** Milliseconds from the backend stamping a stream's first chunk to this client reading it. */
-async function firstChunkDelay(url: string): Promise<number> {
-  const response = await fetch(`${url}/api/generate?chunks=2&interval=20`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: '{"model":"bench","prompt":"Hi"}',
-  });
-  const reader = response.body!.getReader();
-  const { value } = await reader.read();
-  const read = performance.timeOrigin + performance.now();
-  const sent = Number(/"sent":([\d.]+)/.exec(new TextDecoder().decode(value))?.[1]);
-  while (!(await reader.read()).done) { /* the rest */ }
-  return read - sent;
 }
 
 /** RSS in MiB of a router of its own at the moments of issue 16's memory targets. */

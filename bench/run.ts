@@ -22,6 +22,7 @@ import {
   startRouter,
   type WrkResult,
 } from "./processes.ts";
+import { firstChunkDelay } from "./first_chunk.ts";
 
 const smoke = Deno.args.includes("--smoke");
 const profile = Deno.args.includes("--profile");
@@ -262,17 +263,6 @@ function generateRequest(url: string, chunks: number, interval: number): Promise
     headers: { "content-type": "application/json" },
     body: '{"model":"bench","prompt":"Hi"}',
   });
-}
-
-/** Milliseconds from the backend stamping a stream's first chunk to this client reading it. */
-async function firstChunkDelay(url: string): Promise<number> {
-  const response = await generateRequest(url, 2, 20);
-  const reader = response.body!.getReader();
-  const { value } = await reader.read();
-  const read = performance.timeOrigin + performance.now();
-  const sent = Number(/"sent":([\d.]+)/.exec(new TextDecoder().decode(value))?.[1]);
-  while (!(await reader.read()).done) { /* the rest */ }
-  return read - sent;
 }
 
 /**

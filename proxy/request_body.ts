@@ -159,12 +159,16 @@ export async function readBody(
   } finally {
     deadline.cancel();
   }
-  if (chunks.length === 1) return chunks[0];
-  const whole = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    whole.set(chunk, offset);
-    offset += chunk.byteLength;
+  return chunks.length === 1 ? chunks[0] : joined(chunks, size);
+}
+
+/** `pieces` in one buffer of `length` bytes, their sum. */
+function joined(pieces: readonly Uint8Array[], length: number): Uint8Array<ArrayBuffer> {
+  const whole = new Uint8Array(length);
+  let at = 0;
+  for (const piece of pieces) {
+    whole.set(piece, at);
+    at += piece.byteLength;
   }
   return whole;
 }
@@ -283,16 +287,7 @@ export function toSend<T extends BodyInit | null>(
   if (Array.isArray(body)) {
     const pieces = body as readonly Uint8Array<ArrayBuffer>[];
     const length = pieces.reduce((sum, piece) => sum + piece.byteLength, 0);
-    if (length <= STREAM_OVER) {
-      const whole = new Uint8Array(length);
-      let at = 0;
-      for (const piece of pieces) {
-        whole.set(piece, at);
-        at += piece.byteLength;
-      }
-      return whole;
-    }
-    return streamOver(pieces);
+    return length <= STREAM_OVER ? joined(pieces, length) : streamOver(pieces);
   }
   if (!(body instanceof Uint8Array) || body.byteLength <= STREAM_OVER) return body as T;
   return streamOver([body]);
