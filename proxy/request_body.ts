@@ -185,6 +185,12 @@ async function readDeclared(
   budget: BodyBudget,
 ): Promise<Uint8Array<ArrayBuffer>> {
   budget.take(declared);
+  const arrived = takeArrivedBody(request);
+  if (arrived !== undefined) {
+    // Whole with its head (most small requests): nothing to wait for or time.
+    budget.release(declared - arrived.byteLength);
+    return arrived;
+  }
   let deadline: Deadline | undefined;
   const expired = new Promise<never>((_, reject) => {
     deadline = deadlines.start(
@@ -192,13 +198,8 @@ async function readDeclared(
       () => reject(new BadRequest(408, `the request body did not arrive within ${timeoutMs} ms`)),
     );
   });
-  const arrived = takeArrivedBody(request);
-  const reader = arrived === undefined && declared > WHOLE_READ_MAX
-    ? takeBodyReader(request)
-    : undefined;
-  const reading = arrived !== undefined
-    ? Promise.resolve(arrived)
-    : reader !== undefined
+  const reader = declared > WHOLE_READ_MAX ? takeBodyReader(request) : undefined;
+  const reading = reader !== undefined
     ? readStraight(reader, new Uint8Array(declared))
     : declared <= WHOLE_READ_MAX
     ? request.bytes()
