@@ -9,6 +9,17 @@ import { parseConfig, type RouterConfig } from "../config/flags.ts";
 import { type Router, startRouter } from "../router.ts";
 
 /** `../shared/rkllama-real`, found relative to the project root. */
+
+/**
+ * The harness's own requests to a board go on fresh connections: a FastAPI-generation
+ * board forks a worker per model, which inherits the server's open sockets, and a
+ * kept connection left in that worker alone is never read again (seen: the test's
+ * GET /api/ps sat unread in such a socket, 130 bytes in its Recv-Q, for minutes).
+ */
+let fresh: Deno.HttpClient | undefined;
+function freshConnections(): Deno.HttpClient {
+  return fresh ??= Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+}
 export const REAL_DIR = new URL("../../shared/rkllama-real/", import.meta.url).pathname;
 
 /** The stub's default tokens (stub/rkllm_stub.c), cycled for `STUB_TOKENS` tokens. */
@@ -123,7 +134,10 @@ export async function startRealServer(
       return new TextDecoder().decode(ps.stdout).split("\n").map(Number).filter((n) => n > 0);
     },
     async loaded() {
-      const response = await fetch(`${server.url}/api/ps`);
+      const response = await fetch(`${server.url}/api/ps`, {
+        client: freshConnections(),
+        signal: AbortSignal.timeout(10_000),
+      });
       const body = await response.json() as { models: { name: string }[] };
       return body.models.map((model) => model.name).sort();
     },
