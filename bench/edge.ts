@@ -23,7 +23,7 @@ import {
   startFloorProxy,
   startRouter,
 } from "./processes.ts";
-import { firstChunkDelay } from "./first_chunk.ts";
+import { firstChunkDelays } from "./first_chunk.ts";
 
 const args = Deno.args;
 const option = (name: string) => {
@@ -33,6 +33,8 @@ const option = (name: string) => {
 const baselineDir = option("baseline");
 const rounds = Number(option("rounds") ?? "3");
 const FIRST_CHUNKS = 60;
+/** Streams per target before the first chunks are kept (bench/first_chunk.ts). */
+const FIRST_CHUNK_WARMUP = 500;
 
 const dir = await Deno.makeTempDir({ prefix: "rkllama-bench-edge-" });
 const backend = await startBackend();
@@ -77,11 +79,10 @@ try {
 
   console.log(`first chunks: ${rounds} x ${FIRST_CHUNKS} streams, one at a time, per target`);
   const first: Record<string, number[]> = {};
+  for (const name of names) await firstChunkDelays(targets[name].url, 0, FIRST_CHUNK_WARMUP);
   for (let round = 0; round < rounds; round++) {
     for (const name of names) {
-      for (let i = 0; i < FIRST_CHUNKS; i++) {
-        (first[name] ??= []).push(await firstChunkDelay(targets[name].url));
-      }
+      (first[name] ??= []).push(...await firstChunkDelays(targets[name].url, FIRST_CHUNKS, 0));
     }
   }
 

@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import http2 from "node:http2";
 import { startWorld } from "../sim/fixture.ts";
 import type { TestWorld } from "../sim/fixture.ts";
-import { jsonBodyOf, rawExchange, rawUntilClosed, statusOf } from "../sim/raw_http.ts";
+import {
+  jsonBodyOf,
+  rawExchange,
+  rawUntilClosed,
+  responseComplete,
+  statusOf,
+} from "../sim/raw_http.ts";
 
 const encoder = new TextEncoder();
 
@@ -51,6 +57,9 @@ Deno.test("a declared body over twice --max-body gets a 413 and its connection c
   );
   assert.equal(statusOf(text), 413);
   assert.match((jsonBodyOf(text) as { error: string }).error, /larger than the limit/);
+  // Whole, and saying it closes: a client must not see a cut answer.
+  assert.ok(responseComplete(text), `an incomplete answer: ${text}`);
+  assert.match(text, /\r\nconnection: close\r\n/i);
   assert.ok(closed, "the connection is still open 5 s later");
   await assertHealthy(world);
 });

@@ -31,6 +31,7 @@ import {
   canConnect,
   discardBody,
   downstreamHeaders,
+  freshConnections,
   type HeaderList,
   headerOf,
   OpenStreams,
@@ -43,14 +44,7 @@ import {
 } from "../rkllama/upstream.ts";
 import { modelLabel, routeLabel, type RouterMetrics } from "../obs/metrics.ts";
 import { dropToken } from "../api/admin_auth.ts";
-import {
-  BodiesFull,
-  BodyBudget,
-  closesConnection,
-  closingConnection,
-  readBody,
-  toSend,
-} from "./request_body.ts";
+import { BodiesFull, BodyBudget, readBody, toSend } from "./request_body.ts";
 import { deadlines } from "../rkllama/deadlines.ts";
 import { mayTranslate, type Translation, translationFor, unsupportedOn } from "./openai_compat.ts";
 
@@ -185,19 +179,6 @@ export function proxyRoutes(options: ProxyOptions): ProxyRoutes {
   };
 }
 
-/**
- * A FastAPI-generation board (uvicorn) can leave a kept connection unread after
- * an answer the router saw end: a request sent on it then waits for ever, unread
- * in the board's socket buffer, while the board answers every other connection
- * (seen with the real server, test:clients). A fresh connection per request to
- * such a board costs a TCP handshake next to a generation of seconds. Flask
- * boards close every connection themselves.
- */
-let fresh: Deno.HttpClient | undefined;
-function freshConnections(): Deno.HttpClient {
-  return fresh ??= Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
-}
-
 class Forwarder {
   readonly #options: ProxyOptions;
   readonly #openStreams = new OpenStreams();
@@ -266,9 +247,8 @@ class Forwarder {
     } catch (error) {
       if (error instanceof BodiesFull) return this.#unavailable(path, error.message);
       if (error instanceof BadRequest) {
-        const response = errorResponse(path, error.status, error.message);
-        // A body the router stopped reading must not keep its connection.
-        return closesConnection(error) ? await closingConnection(response) : response;
+        // A body the router stopped reading closes its connection (http/server.ts).
+        return errorResponse(path, error.status, error.message);
       }
       if (request.signal.aborted) return errorResponse(path, 499, "the client went away");
       throw error;
@@ -539,6 +519,7 @@ class Forwarder {
         body: toSend(outgoing),
         redirect: "manual",
         signal: abort.signal,
+        // Flask boards close every connection themselves.
         client: generation === "fastapi" ? freshConnections() : undefined,
       });
     } catch (error) {

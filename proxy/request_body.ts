@@ -43,65 +43,17 @@ export class BodiesFull extends Error {
   override name = "BodiesFull";
 }
 
-/**
- * Refusals of a body the router never started reading, whose connection must
- * close. (Once a body is being read, Deno keeps its connection whatever follows:
- * a 408 for a trickled body leaves the socket to the client.)
- */
-const CLOSES = new WeakSet<Error>();
-
-function closes(error: BadRequest): BadRequest {
-  CLOSES.add(error);
-  return error;
-}
-
-/** Whether the refusal `error` must close its connection (see {@linkcode closingConnection}). */
-export function closesConnection(error: Error): boolean {
-  return CLOSES.has(error);
-}
-
-/** Reads `body` to its end and drops it; false when it has not ended within `timeoutMs`. */
-async function discard(body: ReadableStream<Uint8Array>, timeoutMs: number): Promise<boolean> {
+/** Reads `body` to its end and drops it, for at most `timeoutMs`. */
+async function discard(body: ReadableStream<Uint8Array>, timeoutMs: number): Promise<void> {
   const reader = body.getReader();
-  let expired = false;
-  const deadline = deadlines.start(timeoutMs, () => {
-    expired = true;
-    reader.cancel().catch(() => {});
-  });
+  const deadline = deadlines.start(timeoutMs, () => void reader.cancel().catch(() => {}));
   try {
-    while (!(await reader.read()).done) {
-      if (expired) return false;
-    }
-    return !expired;
+    while (!(await reader.read()).done);
   } catch {
-    return false;
+    // Cut short by the client: the answer closes the connection.
   } finally {
     deadline.cancel();
   }
-}
-
-/**
- * `response` sent so that its connection closes after it. Deno's server keeps a
- * connection open whatever `Connection` header is sent, and goes on reading a
- * body the router refused (a client trickling one holds the socket; a declared
- * gigabyte is read to its end). A body that fails after its last byte is the one
- * thing that makes it close the connection: the client gets the whole answer
- * (chunked, without the closing chunk), then the close.
- */
-export async function closingConnection(response: Response): Promise<Response> {
-  const bytes = await response.bytes();
-  const headers = new Headers(response.headers);
-  headers.delete("content-length");
-  headers.set("connection", "close");
-  let sent = false;
-  const body = new ReadableStream<Uint8Array>({
-    pull(controller) {
-      if (sent) controller.error(new Error("closing the connection"));
-      else controller.enqueue(bytes);
-      sent = true;
-    },
-  });
-  return new Response(body, { status: response.status, headers });
 }
 
 /**
@@ -127,9 +79,10 @@ export async function readBody(
     new BadRequest(413, `the request body is larger than the limit of ${limit} bytes`);
   if (declared > limit) {
     // A body up to twice the limit is read and dropped, so that a client still
-    // sending it can read the 413 (as nginx lingers); a larger one is not read on.
-    if (declared <= 2 * limit && await discard(request.body, timeoutMs)) throw tooLarge();
-    throw closes(tooLarge());
+    // sending it can read the 413 (as nginx lingers); a larger one is not read on:
+    // the server closes a connection whose request it answers before its end.
+    if (declared <= 2 * limit) await discard(request.body, timeoutMs);
+    throw tooLarge();
   }
   const chunks: Uint8Array<ArrayBuffer>[] = [];
   let size = 0;

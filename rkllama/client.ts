@@ -8,7 +8,7 @@
  * the pod, the call and what went wrong.
  */
 
-import { podErrorMessage } from "./upstream.ts";
+import { freshConnections, podErrorMessage } from "./upstream.ts";
 import { describeError } from "../obs/log.ts";
 
 /** A board: its pod's name (for errors) and base URL. */
@@ -254,6 +254,8 @@ async function call<T>(
     const response = await fetch(`${board.url}${path}`, {
       method,
       signal,
+      // Not a kept connection a FastAPI board may leave unread (see freshConnections).
+      client: freshConnections(),
       headers: body === undefined
         ? { accept: "application/json" }
         : { accept: "application/json", "content-type": "application/json" },

@@ -1,13 +1,19 @@
 import assert from "node:assert/strict";
 import * as rkllama from "./client.ts";
 
-/** A board on a loopback port answering each `METHOD /path` from `routes` (404 otherwise). */
+/**
+ * A board on a loopback port answering each `METHOD /path` from `routes` (404
+ * otherwise); it notes each call and the client port it came from.
+ */
 function board(routes: Record<string, () => Response | Promise<Response>>) {
   const calls: string[] = [];
+  const ports: number[] = [];
   const hang = Promise.withResolvers<void>();
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+  const serving = { hostname: "127.0.0.1", port: 0, onListen: () => {} };
+  const server = Deno.serve(serving, (request, info) => {
     const call = `${request.method} ${new URL(request.url).pathname}`;
     calls.push(call);
+    ports.push(info.remoteAddr.port);
     const route = routes[call];
     if (route) return route();
     return new Response("Not Found", { status: 404 });
@@ -15,6 +21,7 @@ function board(routes: Record<string, () => Response | Promise<Response>>) {
   return {
     board: { name: "rk-0", url: `http://127.0.0.1:${server.addr.port}` },
     calls,
+    ports,
     hang: async () => {
       await hang.promise;
       return new Response("late");
@@ -200,6 +207,23 @@ Deno.test("the answers a board gives when it works", async () => {
     "POST /api/load",
     "POST /load_model",
   ]);
+});
+
+Deno.test("every call to a board goes on a connection of its own", async () => {
+  // A FastAPI board can leave a kept connection unread for ever (freshConnections).
+  await using pod = board({
+    "GET /api/tags": json({ models: [{ name: "qwen" }] }),
+    "GET /api/ps": json({ models: [] }),
+    "GET /api/version": json({ version: "0.0.54" }),
+  });
+  const options = { timeoutMs: 5000 };
+  for (let round = 0; round < 2; round++) {
+    await rkllama.tags(pod.board, options);
+    await rkllama.ps(pod.board, options);
+    await rkllama.version(pod.board, options);
+  }
+  assert.equal(pod.ports.length, 6);
+  assert.equal(new Set(pod.ports).size, 6, `calls shared connections: ports ${pod.ports}`);
 });
 
 Deno.test("an error body is read only up to its bound", async () => {

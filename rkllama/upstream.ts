@@ -305,6 +305,20 @@ export class OpenStreams {
   }
 }
 
+/**
+ * A FastAPI-generation board (uvicorn) can leave a kept connection unread: the
+ * model worker it forks inherits the server's open sockets, and a connection
+ * left only in the worker is never read again (seen with the real server,
+ * test:clients and test:rkllama). A request sent on it waits for ever while the
+ * board answers every other connection. A fresh connection per call costs a TCP
+ * handshake, next to a generation of seconds or a poll every few seconds; Flask
+ * boards close every connection themselves. One client, shared by every call.
+ */
+export function freshConnections(): Deno.HttpClient {
+  return fresh ??= Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+}
+let fresh: Deno.HttpClient | undefined;
+
 /** Bytes one read from a pod may bring (Deno's own reads take 64 KiB too). */
 const READ_BYTES = 64 * 1024;
 

@@ -63,7 +63,8 @@ export async function rawUntilClosed(
   return { text, closed };
 }
 
-function responseComplete(text: string): boolean {
+/** Whether `text` holds a whole response: its declared length, or chunked to its closing chunk. */
+export function responseComplete(text: string): boolean {
   const [head, body] = text.split("\r\n\r\n", 2);
   const length = /content-length: (\d+)/i.exec(head);
   if (length) return new TextEncoder().encode(body).length >= Number(length[1]);
