@@ -57,10 +57,14 @@ def streamed(chunks, text_of):
 def token_by_token(texts, times, what):
     """Checks that a stream came as the board's tokens, one at a time, not all at once."""
     check(len(texts) == TOKENS, f"{what}: {len(texts)} chunks for {TOKENS} tokens")
-    spread = (times[-1] - times[0]) * 1000 if times else 0
+    # From the second chunk: a client's first chunk can come late by its own
+    # first-use work, which shows no buffering (once in CI langchain's six chunks
+    # spanned 45 ms where the board took 125). A proxy that buffers still brings
+    # the rest at once.
+    spread = (times[-1] - times[1]) * 1000 if len(times) > 1 else 0
     check(
-        spread >= (TOKENS - 1) * TOKEN_MS * 0.5,
-        f"{what}: chunks spread over {spread:.0f} ms, as the board made them",
+        spread >= (TOKENS - 2) * TOKEN_MS * 0.5,
+        f"{what}: chunks 2 to {len(times)} spread over {spread:.0f} ms, as the board made them",
     )
 
 # The whole answer the stub gives (its first STUB_TOKENS words).
