@@ -7,19 +7,10 @@
 
 import { parseConfig, type RouterConfig } from "../config/flags.ts";
 import { type Router, startRouter } from "../router.ts";
+// The harness asks boards on fresh connections, as the router does, for the same reason.
+import { freshConnections } from "../rkllama/upstream.ts";
 
 /** `../shared/rkllama-real`, found relative to the project root. */
-
-/**
- * The harness's own requests to a board go on fresh connections: a FastAPI-generation
- * board forks a worker per model, which inherits the server's open sockets, and a
- * kept connection left in that worker alone is never read again (seen: the test's
- * GET /api/ps sat unread in such a socket, 130 bytes in its Recv-Q, for minutes).
- */
-let fresh: Deno.HttpClient | undefined;
-function freshConnections(): Deno.HttpClient {
-  return fresh ??= Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
-}
 export const REAL_DIR = new URL("../../shared/rkllama-real/", import.meta.url).pathname;
 
 /** The stub's default tokens (stub/rkllm_stub.c), cycled for `STUB_TOKENS` tokens. */
